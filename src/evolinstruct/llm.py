@@ -1,0 +1,75 @@
+"""Every LLM call goes through `CachedLLM`: run-store replay first, then the backend.
+
+Identical requests in flight at the same time share one call. Counters split calls, cache hits,
+failures and tokens by purpose (evolve, answer, equality, ...), for stats.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+
+from .backends.base import Backend, Request, Result
+from .store import RunStore, call_key
+
+
+@dataclass(slots=True)
+class CallCounters:
+    sent: Counter = field(default_factory=Counter)
+    cache_hits: Counter = field(default_factory=Counter)
+    failed: Counter = field(default_factory=Counter)
+    prompt_tokens: Counter = field(default_factory=Counter)
+    completion_tokens: Counter = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, dict[str, int]]:
+        return {
+            "sent": dict(self.sent),
+            "cache_hits": dict(self.cache_hits),
+            "failed": dict(self.failed),
+            "prompt_tokens": dict(self.prompt_tokens),
+            "completion_tokens": dict(self.completion_tokens),
+        }
+
+
+class CachedLLM:
+    def __init__(self, backend: Backend, store: RunStore, counters: CallCounters) -> None:
+        self.backend = backend
+        self.store = store
+        self.counters = counters
+        self._in_flight: dict[str, asyncio.Future[Result]] = {}
+
+    @property
+    def model(self) -> str:
+        return self.backend.model
+
+    async def __call__(self, purpose: str, request: Request) -> Result:
+        key = call_key(self.backend.model, request)
+        hit = self.store.cached(key)
+        if hit is not None:
+            self.counters.cache_hits[purpose] += 1
+            return hit
+        pending = self._in_flight.get(key)
+        if pending is not None:
+            self.counters.cache_hits[purpose] += 1
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._in_flight[key] = future
+        try:
+            result = (await self.backend.generate([request]))[0]
+            if result.ok:
+                self.store.save_call(key, purpose, self.backend.model, request, result)
+                self.counters.sent[purpose] += 1
+                self.counters.prompt_tokens[purpose] += result.prompt_tokens
+                self.counters.completion_tokens[purpose] += result.completion_tokens
+            else:
+                self.store.save_failure(key, purpose, self.backend.model, result.error or "unknown error")
+                self.counters.failed[purpose] += 1
+            future.set_result(result)
+            return result
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        finally:
+            self._in_flight.pop(key, None)

@@ -1,0 +1,111 @@
+"""Wire a run together: validate seeds, bind the run store, build backends, run, write outputs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .backends.base import Backend, make_backend
+from .config import EvolveConfig, ModelSpec, file_digest
+from .llm import CachedLLM, CallCounters
+from .operations import parse_weights
+from .outputs import STATS, compute_stats, write_json, write_outputs
+from .pipeline import Evolver, Progress, Roles
+from .seeds import SeedColumns, SeedReadStats, read_seeds
+from .store import RunStore
+from .templates import load_templates
+
+log = logging.getLogger(__name__)
+
+
+def count_seeds(config: EvolveConfig) -> SeedReadStats:
+    """Read the whole seed file once before anything is written: bad input fails with nothing half-done."""
+    stats = SeedReadStats()
+    for _ in read_seeds(config.seeds, _columns(config), config.limit, stats):
+        pass
+    return stats
+
+
+def _columns(config: EvolveConfig) -> SeedColumns:
+    return SeedColumns(instruction=config.column, input=config.input_column)
+
+
+def _build(spec: ModelSpec, config: EvolveConfig, cache: dict[tuple, Backend]) -> Backend:
+    key = (spec.backend, spec.model, spec.base_url, spec.api_key_env)
+    if key not in cache:
+        options: dict[str, Any] = {}
+        if spec.backend == "openai":
+            options = {"base_url": spec.base_url, "api_key_env": spec.api_key_env, "concurrency": config.concurrency}
+        else:
+            options = {"max_batch": min(config.concurrency, 64)}
+        cache[key] = make_backend(spec.backend, spec.model, **options)
+    return cache[key]
+
+
+async def _run_async(
+    config: EvolveConfig, run_dir: Path, on_step: Callable[[Progress], None], on_start: Callable[[int, bool], None]
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    templates = load_templates(config.templates)
+    weights = parse_weights(config.op_weights, templates)
+    seed_stats = count_seeds(config)
+    store = RunStore(run_dir)
+    backends: dict[tuple, Backend] = {}
+    try:
+        resumed = store.bind_config(config.result_relevant(templates, file_digest(config.seeds)))
+        counters = CallCounters()
+        evolver_backend = _build(config.evolver, config, backends)
+        roles = Roles(
+            evolver=CachedLLM(evolver_backend, store, counters),
+            responder=CachedLLM(_build(config.responder or config.evolver, config, backends), store, counters),
+            judge=CachedLLM(_build(config.judge or config.evolver, config, backends), store, counters),
+        )
+        on_start(seed_stats.read, resumed)
+        evolver = Evolver(config, templates, weights, roles, store, on_step=on_step)
+        try:
+            await evolver.run(read_seeds(config.seeds, _columns(config), config.limit))
+        finally:
+            elapsed = time.perf_counter() - started
+            total_seconds = (store.get_meta("seconds_total") or 0.0) + elapsed
+            store.set_meta("seconds_total", total_seconds)
+        written = write_outputs(store)
+        extra = {
+            "llm_calls": sum(counters.sent.values()),
+            "cache_hits": sum(counters.cache_hits.values()),
+            "failed_calls": sum(counters.failed.values()),
+            "calls_by_purpose": counters.as_dict(),
+            "equality_unparsed": evolver.progress.equality_unparsed,
+            "skipped_empty_seeds": seed_stats.skipped_empty,
+            "resumed": resumed,
+            "seconds": round(elapsed, 3),
+            "seconds_total": round(total_seconds, 3),
+            "models": {
+                "evolver": roles.evolver.model,
+                "responder": roles.responder.model,
+                "judge": roles.judge.model,
+            },
+            "templates": templates.name,
+            "files": written,
+        }
+        stats = compute_stats(store, config.epochs, extra)
+        write_json(run_dir / STATS, stats)
+        return stats
+    finally:
+        for backend in backends.values():
+            await backend.aclose()
+        store.close()
+
+
+def run_evolve(
+    config: EvolveConfig,
+    run_dir: str | Path,
+    on_step: Callable[[Progress], None] | None = None,
+    on_start: Callable[[int, bool], None] | None = None,
+) -> dict[str, Any]:
+    return asyncio.run(
+        _run_async(config, Path(run_dir), on_step or (lambda _p: None), on_start or (lambda _n, _r: None))
+    )

@@ -1,0 +1,184 @@
+"""The run store: one SQLite file in RUN_DIR holding every LLM call, every record and the pool state.
+
+- `calls`: each successful request and its response, keyed by a hash of model, sampling parameters
+  and messages. A rerun replays stored answers instead of sending the request again.
+- `failures`: requests that failed after the backend's retries, with their error; they are retried
+  on the next run.
+- `records`: every seed and attempted evolution with its status (kept / eliminated / error).
+- `chains`: the pool state: for each seed, the last finished epoch and the current instruction.
+- `meta`: the run's config and its hash; a RUN_DIR with a different config is refused.
+
+WAL mode with synchronous=NORMAL makes every commit survive a SIGKILL of the process.
+Migrations are ordered and named, as in simonw/llm.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .backends.base import Request, Result
+from .records import Record
+
+STORE_FILE = "run.sqlite"
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "m001_initial",
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE calls (
+            key TEXT PRIMARY KEY, purpose TEXT NOT NULL, model TEXT NOT NULL,
+            request TEXT NOT NULL, response TEXT NOT NULL,
+            prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+            finish_reason TEXT, created REAL NOT NULL
+        );
+        CREATE TABLE failures (
+            key TEXT PRIMARY KEY, purpose TEXT NOT NULL, model TEXT NOT NULL,
+            error TEXT NOT NULL, attempts INTEGER NOT NULL, updated REAL NOT NULL
+        );
+        CREATE TABLE records (
+            id TEXT PRIMARY KEY, root_id TEXT NOT NULL, seed_index INTEGER NOT NULL,
+            epoch INTEGER NOT NULL, status TEXT NOT NULL, data TEXT NOT NULL
+        );
+        CREATE INDEX records_order ON records (seed_index, epoch);
+        CREATE TABLE chains (
+            root_id TEXT PRIMARY KEY, seed_index INTEGER NOT NULL, epoch_done INTEGER NOT NULL,
+            current_id TEXT NOT NULL, state TEXT NOT NULL
+        );
+        """,
+    ),
+]
+
+
+class ConfigMismatch(RuntimeError):
+    pass
+
+
+def call_key(model: str, request: Request) -> str:
+    payload = {"model": model, "sampling": request.sampling.to_dict(), "messages": request.messages}
+    blob = json.dumps(payload, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class RunStore:
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.run_dir / STORE_FILE
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self._migrate()
+
+    # ------------------------------------------------------------------ schema
+    def _migrate(self) -> None:
+        self.db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied REAL NOT NULL)")
+        done = {row[0] for row in self.db.execute("SELECT name FROM _migrations")}
+        for name, sql in MIGRATIONS:
+            if name in done:
+                continue
+            self.db.execute("BEGIN")
+            for statement in filter(str.strip, sql.split(";")):
+                self.db.execute(statement)
+            self.db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, time.time()))
+            self.db.execute("COMMIT")
+
+    # ------------------------------------------------------------------ meta / config
+    def get_meta(self, key: str) -> Any:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value, sort_keys=True)))
+
+    def bind_config(self, config: dict[str, Any]) -> bool:
+        """Record the run's config, or check it against the stored one. True when resuming."""
+        stored = self.get_meta("config")
+        if stored is None:
+            self.set_meta("config", config)
+            return False
+        if stored != config:
+            diffs = [k for k in sorted(set(stored) | set(config)) if stored.get(k) != config.get(k)]
+            detail = "; ".join(f"{k}: {stored.get(k)!r} -> {config.get(k)!r}" for k in diffs[:4])
+            raise ConfigMismatch(
+                f"{self.run_dir} holds a run with a different config ({detail}). "
+                "Use a new output directory, or rerun with the original options to resume."
+            )
+        return True
+
+    # ------------------------------------------------------------------ call cache
+    def cached(self, key: str) -> Result | None:
+        row = self.db.execute(
+            "SELECT response, prompt_tokens, completion_tokens, finish_reason FROM calls WHERE key = ?", (key,)
+        ).fetchone()
+        if row is None:
+            return None
+        return Result(text=row[0], prompt_tokens=row[1], completion_tokens=row[2], finish_reason=row[3])
+
+    def save_call(self, key: str, purpose: str, model: str, request: Request, result: Result) -> None:
+        req = json.dumps({"messages": request.messages, "sampling": request.sampling.to_dict()}, ensure_ascii=False)
+        self.db.execute("BEGIN")
+        self.db.execute(
+            "INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (key, purpose, model, req, result.text, result.prompt_tokens, result.completion_tokens,
+             result.finish_reason, time.time()),
+        )
+        self.db.execute("DELETE FROM failures WHERE key = ?", (key,))
+        self.db.execute("COMMIT")
+
+    def save_failure(self, key: str, purpose: str, model: str, error: str) -> None:
+        self.db.execute(
+            "INSERT INTO failures VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT(key) DO UPDATE SET "
+            "error = excluded.error, attempts = attempts + 1, updated = excluded.updated",
+            (key, purpose, model, error, time.time()),
+        )
+
+    def call_totals(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for purpose, n, p, c in self.db.execute(
+            "SELECT purpose, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens) FROM calls GROUP BY purpose"
+        ):
+            out[purpose] = {"calls": n, "prompt_tokens": p or 0, "completion_tokens": c or 0}
+        return out
+
+    def failures(self) -> list[dict[str, Any]]:
+        cols = ("key", "purpose", "model", "error", "attempts")
+        return [dict(zip(cols, row, strict=True)) for row in self.db.execute(f"SELECT {', '.join(cols)} FROM failures")]
+
+    # ------------------------------------------------------------------ records and pool state
+    def save_step(self, records: list[Record], seed_index: int, epoch_done: int, current_id: str, state: str) -> None:
+        """Records of one chain step and the chain's new position, in one transaction."""
+        self.db.execute("BEGIN")
+        for record in records:
+            self.db.execute(
+                "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?)",
+                (record.id, record.root_id, seed_index, record.epoch, record.status,
+                 json.dumps(record.to_dict(), ensure_ascii=False, sort_keys=True)),
+            )
+        root = records[0].root_id if records else current_id
+        self.db.execute(
+            "INSERT OR REPLACE INTO chains VALUES (?, ?, ?, ?, ?)", (root, seed_index, epoch_done, current_id, state)
+        )
+        self.db.execute("COMMIT")
+
+    def iter_records(self, status: str | None = None) -> Iterator[Record]:
+        sql = "SELECT data FROM records"
+        args: tuple[Any, ...] = ()
+        if status:
+            sql += " WHERE status = ?"
+            args = (status,)
+        sql += " ORDER BY seed_index, epoch, id"
+        for (data,) in self.db.execute(sql, args):
+            yield Record.from_dict(json.loads(data))
+
+    def chain_states(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT state, COUNT(*) FROM chains GROUP BY state").fetchall())
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,88 @@
+"""The OpenAI backend against a real OpenAI-compatible server (llama-cpp-python's) over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from conftest import free_port
+
+from evolinstruct.backends.base import Request, Result, Sampling
+from evolinstruct.backends.openai_backend import OpenAIBackend
+
+
+def _generate(backend: OpenAIBackend, requests: list[Request]) -> list[Result]:
+    async def go() -> list[Result]:
+        try:
+            return await backend.generate(requests)
+        finally:
+            await backend.aclose()
+
+    return asyncio.run(go())
+
+
+def _backend(server, **options) -> OpenAIBackend:
+    options.setdefault("timeout", 60.0)
+    options.setdefault("max_retries", 0)
+    return OpenAIBackend(model=server.model, base_url=server.base_url, **options)
+
+
+def _ask(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+@pytest.mark.slow
+def test_batch_results_come_back_in_request_order(llama_server):
+    # Prompts of clearly different lengths: the server's prompt_tokens tells which result is which.
+    # The longest goes first, so request order and "shortest first" disagree.
+    words = [24, 12, 6, 1]
+    requests = [
+        Request(_ask("Repeat after me: " + " ".join(["apple"] * n)), Sampling(temperature=0.0, max_tokens=m))
+        for n, m in zip(words, [4, 8, 12, 16], strict=True)
+    ]
+    results = _generate(_backend(llama_server, concurrency=4), requests)
+
+    assert len(results) == len(requests)
+    assert all(r.ok for r in results), [r.error for r in results]
+    prompt_tokens = [r.prompt_tokens for r in results]
+    assert prompt_tokens == sorted(prompt_tokens, reverse=True) and len(set(prompt_tokens)) == 4, prompt_tokens
+    for request, result in zip(requests, results, strict=True):
+        assert 0 < result.completion_tokens <= request.sampling.max_tokens
+        assert result.finish_reason in ("stop", "length")
+
+
+@pytest.mark.slow
+def test_token_usage_is_reported(llama_server):
+    [result] = _generate(
+        _backend(llama_server),
+        [Request(_ask("Name a colour."), Sampling(temperature=0.7, top_p=0.9, max_tokens=8, seed=3))],
+    )
+    assert result.ok, result.error
+    assert result.text.strip()
+    assert result.prompt_tokens > 0
+    assert 0 < result.completion_tokens <= 8
+
+
+@pytest.mark.slow
+def test_temperature_zero_is_deterministic(llama_server):
+    request = Request(_ask("Write one sentence about the sea."), Sampling(temperature=0.0, max_tokens=16, seed=7))
+    [first] = _generate(_backend(llama_server), [request])
+    [second] = _generate(_backend(llama_server), [request])
+    assert first.ok and second.ok, (first.error, second.error)
+    assert first.text.strip()
+    assert first.text == second.text
+
+
+def test_unreachable_server_gives_per_request_errors():
+    port = free_port()  # nothing listens here
+    backend = OpenAIBackend(model="smollm2", base_url=f"http://127.0.0.1:{port}/v1", max_retries=0, timeout=3.0)
+    requests = [Request(_ask("hello"), Sampling(max_tokens=4)), Request(_ask("again"), Sampling(max_tokens=4))]
+    started = time.monotonic()
+    results = _generate(backend, requests)  # must not raise
+    assert time.monotonic() - started < 15
+    assert len(results) == 2
+    for result in results:
+        assert not result.ok
+        assert result.text == ""
+        assert "Connection" in result.error, result.error

@@ -10,8 +10,8 @@ which other requests shared its batch (up to floating-point effects of padding).
 from __future__ import annotations
 
 import asyncio
-import inspect
 import concurrent.futures
+import inspect
 import logging
 import queue
 import threading

@@ -51,8 +51,18 @@ def free_port() -> int:
 
 
 def _require_llama_cpp() -> None:
-    missing = [m for m in ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
-               if importlib.util.find_spec(m) is None]
+    missing = [
+        m
+        for m in (
+            "llama_cpp",
+            "uvicorn",
+            "fastapi",
+            "sse_starlette",
+            "starlette_context",
+            "pydantic_settings",
+        )
+        if importlib.util.find_spec(m) is None
+    ]
     if missing:
         pytest.fail(
             f"the server tests need llama-cpp-python with its server extras (missing: {', '.join(missing)}); "
@@ -128,17 +138,29 @@ def launch_llama_server(
         base_url = f"http://127.0.0.1:{use_port}/v1"
         log_path = tmp / f"llama_server-{use_port}.log"
         command = [
-            sys.executable, "-m", "llama_cpp.server",
-            "--model", str(model_path),
-            "--host", "127.0.0.1",
-            "--port", str(use_port),
-            "--model_alias", SERVER_MODEL,
-            "--n_ctx", str(SERVER_CTX),
-            "--n_threads", str(SERVER_THREADS),
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(model_path),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(use_port),
+            "--model_alias",
+            SERVER_MODEL,
+            "--n_ctx",
+            str(SERVER_CTX),
+            "--n_threads",
+            str(SERVER_THREADS),
         ]
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         _started.append(proc)
         deadline = time.monotonic() + timeout

@@ -215,3 +215,12 @@ def llama_server_factory(tmp_path: Path) -> Iterator[Callable[..., LlamaServer]]
     finally:
         for server in servers:
             stop_llama_server(server.proc)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data beside the checkout: the public seed, eval and prompt files."""
+    path = Path(__file__).resolve().parents[2] / "shared" / "data"
+    if not path.is_dir():
+        pytest.fail(f"{path} is missing: the tests read public data from ../shared/data beside the checkout")
+    return path

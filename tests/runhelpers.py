@@ -1,0 +1,50 @@
+"""Helpers shared by the kill-and-resume tests."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+from evolinstruct.store import RunStore
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "seeds.jsonl"
+
+
+def stored_calls(run_dir: Path) -> int:
+    db = run_dir / "run.sqlite"
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            return conn.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+    except sqlite3.OperationalError:  # the schema is not created yet
+        return 0
+
+
+def kill_after(cmd: list[str], run_dir: Path, min_calls: int, timeout: float = 300) -> int:
+    """Start `cmd`, SIGKILL it once `min_calls` calls are stored, return how many were stored."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    try:
+        while stored_calls(run_dir) < min_calls:
+            if proc.poll() is not None:
+                raise AssertionError(f"run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError("run stored too few calls before the timeout")
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    return stored_calls(run_dir)
+
+
+def replay_into(src: Path, dst: Path) -> None:
+    """Give a fresh RUN_DIR the stored answers of another run, so both runs see the same LLM answers."""
+    RunStore(dst).close()  # creates the schema
+    with sqlite3.connect(dst / "run.sqlite") as conn:
+        conn.execute("ATTACH DATABASE ? AS src", (str(src / "run.sqlite"),))
+        conn.execute("INSERT INTO calls SELECT * FROM src.calls")

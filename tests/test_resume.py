@@ -89,3 +89,20 @@ def test_failed_calls_are_recorded_then_retried(tmp_path, monkeypatch):
     assert healed["pending_failures"] == 0
     assert healed["cache_hits"] > 0
     assert (run_dir / "errors.jsonl").read_text() == ""
+
+
+def test_max_calls_stops_cleanly_and_resumes(tmp_path):
+    from dataclasses import replace
+
+    run_dir = tmp_path / "run"
+    config = EvolveConfig(seeds=str(EXAMPLES), limit=4, epochs=2, max_tokens=12, concurrency=2, max_calls=6)
+    stopped = runner.run_evolve(config, run_dir)
+    assert stopped["stopped_by"] == "max_calls"
+    assert stopped["llm_calls"] <= 6
+    assert stopped["evolutions"]["not_attempted"] > 0
+    assert (run_dir / "dataset.jsonl").exists()  # partial outputs are written
+
+    finished = runner.run_evolve(replace(config, max_calls=None), run_dir)  # the budget is not part of the config
+    assert finished["stopped_by"] is None
+    assert finished["cache_hits"] >= stopped["llm_calls"]
+    assert finished["evolutions"]["not_attempted"] == 0

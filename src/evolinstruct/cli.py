@@ -77,6 +77,14 @@ def evolve(
     judge_backend: Annotated[str | None, typer.Option(help="Backend of --judge-model.")] = None,
     judge_base_url: Annotated[str | None, typer.Option(help="Endpoint of --judge-model.")] = None,
     equality_check: Annotated[bool, typer.Option(help="Run elimination rule 1 (an LLM call per evolution).")] = True,
+    rpm: Annotated[float | None, typer.Option(help="Requests-per-minute cap (openai backend).")] = None,
+    tpm: Annotated[float | None, typer.Option(help="Tokens-per-minute cap (openai backend; prompt estimate + max_tokens).")] = None,
+    request_timeout: Annotated[float, typer.Option(help="Seconds before one HTTP request times out and is retried.")] = 600.0,
+    max_retries: Annotated[int, typer.Option(min=0, help="Retries on 429, 5xx, timeouts and resets (exponential backoff, jitter).")] = 6,
+    http_client: Annotated[str, typer.Option(help="aiohttp (default, fastest), sdk (openai SDK on httpx) or sdk-aiohttp.")] = "aiohttp",
+    max_calls: Annotated[int | None, typer.Option(min=0, help="Stop cleanly after sending this many calls (resumable).")] = None,
+    max_cost: Annotated[float | None, typer.Option(min=0.0, help="Stop cleanly once this many USD are spent (needs --prices).")] = None,
+    prices: Annotated[Path | None, typer.Option(help='Price table JSON: {"MODEL or *": {"input": USD/1M tokens, "output": USD/1M tokens}}.')] = None,
 ) -> None:
     """Evolve seed instructions into harder ones, answer them, and eliminate failures."""
     from .runner import run_evolve
@@ -96,8 +104,11 @@ def evolve(
         responder=_spec(answer_backend, answer_model, answer_base_url, api_key_env, evolver),
         judge=_spec(judge_backend, judge_model, judge_base_url, api_key_env, evolver),
         equality_check=equality_check, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-        concurrency=concurrency,
+        concurrency=concurrency, rpm=rpm, tpm=tpm, request_timeout=request_timeout, max_retries=max_retries,
+        http_client=http_client, max_calls=max_calls, max_cost=max_cost, prices=str(prices) if prices else None,
     )
+    if max_cost is not None and prices is None:
+        _fail("--max-cost needs --prices FILE (a price table) to know what calls cost")
 
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -150,9 +161,13 @@ def _summary(stats: dict, out: Path) -> None:
     table.add_row("ops (kept/attempted)", ", ".join(f"{op} {c.get('kept', 0)}/{c.get('attempted', 0)}" for op, c in stats["by_op"].items()))
     table.add_row("llm calls", f"{stats['llm_calls']} sent, {stats['cache_hits']} from cache, {stats['failed_calls']} failed")
     table.add_row("tokens", f"{stats['tokens']['prompt']} prompt + {stats['tokens']['completion']} completion")
+    if "cost" in stats:
+        table.add_row("cost", f"${stats['cost']['this_run']:.4f} this run, ${stats['cost']['total']:.4f} in total")
     table.add_row("time", f"{stats['seconds']:.1f}s (total {stats['seconds_total']:.1f}s)")
     table.add_row("dataset", f"{stats['dataset_rows']} rows -> {out / 'dataset.jsonl'}")
     Console().print(table)
+    if stats.get("stopped_by"):
+        console.print(f"[yellow]stopped by --{stats['stopped_by'].replace('_', '-')}[/]: rerun with a larger budget to continue.")
     if ev["errors"] or stats["seed_errors"]:
         console.print("[red]some calls failed[/]: see errors.jsonl; rerun the same command to retry them.")
 

@@ -43,11 +43,20 @@ class EvolveConfig:
     top_p: float = 0.9
     judge_max_tokens: int = 16
     concurrency: int = 32
+    # Operational settings: they change speed and limits, never results, so they are not hashed.
+    rpm: float | None = None
+    tpm: float | None = None
+    request_timeout: float = 600.0
+    max_retries: int = 6
+    http_client: str = "aiohttp"
+    max_calls: int | None = None
+    max_cost: float | None = None
+    prices: str | None = None
 
     def result_relevant(self, templates: TemplateSet, seeds_digest: str) -> dict[str, Any]:
         """The part of the config that determines the dataset: a RUN_DIR is bound to it."""
         data = asdict(self)
-        for key in ("concurrency", "seeds"):
+        for key in OPERATIONAL:
             data.pop(key)
         for spec in ("evolver", "responder", "judge"):
             if data[spec]:
@@ -62,6 +71,12 @@ class EvolveConfig:
             + (templates.system or "").encode()
         ).hexdigest()[:16]
         return data
+
+
+OPERATIONAL = (
+    "seeds", "concurrency", "rpm", "tpm", "request_timeout", "max_retries", "http_client",
+    "max_calls", "max_cost", "prices",
+)
 
 
 def file_digest(path: str | Path) -> str:

@@ -32,11 +32,41 @@ class CallCounters:
         }
 
 
+class BudgetExhausted(Exception):
+    """--max-calls or --max-cost reached: the run stops cleanly and can be resumed."""
+
+
+@dataclass(slots=True)
+class Budget:
+    max_calls: int | None = None
+    max_cost: float | None = None
+    prices: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> USD per 1M input/output tokens
+    calls: int = 0
+    cost: float = 0.0
+    stopped_by: str | None = None
+
+    def check(self) -> None:
+        if self.max_calls is not None and self.calls >= self.max_calls:
+            self.stopped_by = "max_calls"
+        elif self.max_cost is not None and self.cost >= self.max_cost:
+            self.stopped_by = "max_cost"
+        if self.stopped_by:
+            raise BudgetExhausted(self.stopped_by)
+
+
+def price_of(prices: dict[str, dict[str, float]], model: str, prompt_tokens: int, completion_tokens: int) -> float:
+    price = prices.get(model) or prices.get("*")
+    if not price:
+        return 0.0
+    return (prompt_tokens * price.get("input", 0.0) + completion_tokens * price.get("output", 0.0)) / 1e6
+
+
 class CachedLLM:
-    def __init__(self, backend: Backend, store: RunStore, counters: CallCounters) -> None:
+    def __init__(self, backend: Backend, store: RunStore, counters: CallCounters, budget: Budget | None = None) -> None:
         self.backend = backend
         self.store = store
         self.counters = counters
+        self.budget = budget or Budget()
         self._in_flight: dict[str, asyncio.Future[Result]] = {}
 
     @property
@@ -53,11 +83,14 @@ class CachedLLM:
         if pending is not None:
             self.counters.cache_hits[purpose] += 1
             return await asyncio.shield(pending)
+        self.budget.check()
+        self.budget.calls += 1  # reserve before awaiting, so concurrent chains cannot overshoot
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._in_flight[key] = future
         try:
             result = (await self.backend.generate([request]))[0]
             if result.ok:
+                self.budget.cost += price_of(self.budget.prices, self.backend.model, result.prompt_tokens, result.completion_tokens)
                 self.store.save_call(key, purpose, self.backend.model, request, result)
                 self.counters.sent[purpose] += 1
                 self.counters.prompt_tokens[purpose] += result.prompt_tokens

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from .backends.base import Request, Result, Sampling
 from .config import EvolveConfig
 from .elimination import check_equality, check_instruction, check_response
-from .llm import CachedLLM
+from .llm import BudgetExhausted, CachedLLM
 from .operations import choose_data_format, choose_operation, request_seed
 from .records import Record, Seed, child_record_id, seed_record_id
 from .seeds import join_input
@@ -196,23 +196,39 @@ class Evolver:
         return child
 
     # ---------------------------------------------------------------- all chains
-    async def run(self, seeds: Iterable[Seed]) -> None:
-        """Run every chain with at most `concurrency` in flight; seeds are pulled lazily."""
+    async def run(self, seeds: Iterable[Seed]) -> str | None:
+        """Run every chain with at most `concurrency` in flight; seeds are pulled lazily.
+
+        Returns the budget that stopped the run early ("max_calls" / "max_cost"), or None. On a stop,
+        no new chain starts and the running ones end at their next call; every finished call is stored.
+        """
         limit = max(1, self.config.concurrency)
         in_flight: set[asyncio.Task[None]] = set()
+        stopped: str | None = None
+
+        def collect(done: set[asyncio.Task[None]]) -> None:
+            nonlocal stopped
+            for task in done:
+                exc = task.exception()
+                if isinstance(exc, BudgetExhausted):
+                    stopped = stopped or str(exc)
+                elif exc is not None:
+                    raise exc  # a programming error: surface it at once
+
         try:
             for seed in seeds:
                 if len(in_flight) >= limit:
                     done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-                    for task in done:
-                        task.result()  # surface programming errors at once
+                    collect(done)
+                if stopped:
+                    break
                 in_flight.add(asyncio.create_task(self.run_chain(seed)))
             while in_flight:
                 done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    task.result()
+                collect(done)
         finally:
             for task in in_flight:
                 task.cancel()
             if in_flight:
                 await asyncio.gather(*in_flight, return_exceptions=True)
+        return stopped

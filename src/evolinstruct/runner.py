@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -11,7 +12,7 @@ from typing import Any
 
 from .backends.base import Backend, make_backend
 from .config import EvolveConfig, ModelSpec, file_digest
-from .llm import CachedLLM, CallCounters
+from .llm import Budget, CachedLLM, CallCounters, price_of
 from .operations import parse_weights
 from .outputs import STATS, compute_stats, write_json, write_outputs
 from .pipeline import Evolver, Progress, Roles
@@ -39,7 +40,11 @@ def _build(spec: ModelSpec, config: EvolveConfig, cache: dict[tuple, Backend]) -
     if key not in cache:
         options: dict[str, Any] = {}
         if spec.backend == "openai":
-            options = {"base_url": spec.base_url, "api_key_env": spec.api_key_env, "concurrency": config.concurrency}
+            options = {
+                "base_url": spec.base_url, "api_key_env": spec.api_key_env, "concurrency": config.concurrency,
+                "rpm": config.rpm, "tpm": config.tpm, "timeout": config.request_timeout,
+                "max_retries": config.max_retries, "http_client": config.http_client,
+            }
         else:
             options = {"max_batch": min(config.concurrency, 64)}
         cache[key] = make_backend(spec.backend, spec.model, **options)
@@ -58,16 +63,17 @@ async def _run_async(
     try:
         resumed = store.bind_config(config.result_relevant(templates, file_digest(config.seeds)))
         counters = CallCounters()
-        evolver_backend = _build(config.evolver, config, backends)
+        prices = load_prices(config.prices)
+        budget = Budget(max_calls=config.max_calls, max_cost=config.max_cost, prices=prices)
         roles = Roles(
-            evolver=CachedLLM(evolver_backend, store, counters),
-            responder=CachedLLM(_build(config.responder or config.evolver, config, backends), store, counters),
-            judge=CachedLLM(_build(config.judge or config.evolver, config, backends), store, counters),
+            evolver=CachedLLM(_build(config.evolver, config, backends), store, counters, budget),
+            responder=CachedLLM(_build(config.responder or config.evolver, config, backends), store, counters, budget),
+            judge=CachedLLM(_build(config.judge or config.evolver, config, backends), store, counters, budget),
         )
         on_start(seed_stats.read, resumed)
         evolver = Evolver(config, templates, weights, roles, store, on_step=on_step)
         try:
-            await evolver.run(read_seeds(config.seeds, _columns(config), config.limit))
+            stopped_by = await evolver.run(read_seeds(config.seeds, _columns(config), config.limit))
         finally:
             elapsed = time.perf_counter() - started
             total_seconds = (store.get_meta("seconds_total") or 0.0) + elapsed
@@ -90,7 +96,16 @@ async def _run_async(
             },
             "templates": templates.name,
             "files": written,
+            "stopped_by": stopped_by,
+            "http": {name: dict(getattr(b, "counters", {})) for name, b in _labelled(backends).items()},
         }
+        if prices:
+            by_model = store.tokens_by_model()
+            extra["cost"] = {
+                "this_run": round(budget.cost, 6),
+                "total": round(sum(price_of(prices, m, p, c) for m, (p, c) in by_model.items()), 6),
+                "currency": "USD",
+            }
         stats = compute_stats(store, config.epochs, extra)
         write_json(run_dir / STATS, stats)
         return stats
@@ -98,6 +113,25 @@ async def _run_async(
         for backend in backends.values():
             await backend.aclose()
         store.close()
+
+
+def _labelled(backends: dict[tuple, Backend]) -> dict[str, Backend]:
+    return {f"{b.name}:{b.model}": b for b in backends.values()}
+
+
+def load_prices(path: str | None) -> dict[str, dict[str, float]]:
+    """A JSON price table: {"MODEL or *": {"input": USD per 1M tokens, "output": USD per 1M tokens}}."""
+    if not path:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{path}:0: no such price table") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}:{exc.lineno}: malformed JSON: {exc.msg}") from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise ValueError(f'{path}:1: expected {{"model": {{"input": 0.15, "output": 0.6}}}} (USD per 1M tokens)')
+    return data
 
 
 def run_evolve(

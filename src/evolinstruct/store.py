@@ -147,6 +147,10 @@ class RunStore:
             out[purpose] = {"calls": n, "prompt_tokens": p or 0, "completion_tokens": c or 0}
         return out
 
+    def tokens_by_model(self) -> dict[str, tuple[int, int]]:
+        rows = self.db.execute("SELECT model, SUM(prompt_tokens), SUM(completion_tokens) FROM calls GROUP BY model")
+        return {model: (p or 0, c or 0) for model, p, c in rows}
+
     def failures(self) -> list[dict[str, Any]]:
         cols = ("key", "purpose", "model", "error", "attempts")
         return [dict(zip(cols, row, strict=True)) for row in self.db.execute(f"SELECT {', '.join(cols)} FROM failures")]

@@ -7,7 +7,6 @@ Seeds are yielded lazily so a large file never has to sit in memory as records.
 from __future__ import annotations
 
 import csv
-import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,57 +35,95 @@ class SeedReadStats:
     skipped_empty: int = 0
 
 
-def _decode(path: Path, raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise SeedError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
+CHUNK = 1 << 20  # seed files are read 1 MiB at a time: memory stays flat however large the file
 
 
-def _line_of(text: str, pos: int) -> int:
-    return text.count("\n", 0, pos) + 1
+def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) for each line, decoded as UTF-8, one line in memory at a time."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise SeedError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})") from None
+            yield lineno, text
 
 
-def _iter_json_array(path: Path, text: str) -> Iterator[tuple[int, Any]]:
-    """Yield (line, element) of a top-level JSON array, so errors point at the element's line."""
+def _iter_json_array(path: Path) -> Iterator[tuple[int, Any]]:
+    """Yield (line, element) of a top-level JSON array, decoding it incrementally from a small buffer."""
     decoder = json.JSONDecoder()
-    pos = len(text) - len(text.lstrip())
-    if not text[pos:].startswith("["):
-        raise SeedError(f"{path}:{_line_of(text, pos)}: expected a JSON array of objects")
+    lines = _decoded_lines(path)
+    buf, pos, base_line, eof = "", 0, 1, False  # base_line: the file line where buf starts
+
+    def more() -> bool:
+        nonlocal buf, eof
+        if eof:
+            return False
+        got = []
+        size = 0
+        for _, text in lines:
+            got.append(text)
+            size += len(text)
+            if size >= CHUNK:
+                break
+        else:
+            eof = True
+        buf += "".join(got)
+        return bool(got)
+
+    def skip(chars: str) -> None:
+        nonlocal pos
+        while True:
+            while pos < len(buf) and buf[pos] in chars:
+                pos += 1
+            if pos < len(buf) or not more():
+                return
+
+    counted_to, counted = 0, 0  # newlines in buf[:counted_to]; positions only move forward
+
+    def line_at(at: int) -> int:
+        nonlocal counted_to, counted
+        if at > counted_to:
+            counted += buf.count("\n", counted_to, at)
+            counted_to = at
+        return base_line + counted
+
+    skip(" \t\r\n")
+    if not buf[pos:].startswith("["):
+        raise SeedError(f"{path}:{line_at(pos)}: expected a JSON array of objects")
     pos += 1
     while True:
-        while pos < len(text) and text[pos] in " \t\r\n,":
-            pos += 1
-        if pos >= len(text):
-            raise SeedError(f"{path}:{_line_of(text, pos)}: unterminated JSON array")
-        if text[pos] == "]":
+        skip(" \t\r\n,")
+        if pos >= len(buf):
+            raise SeedError(f"{path}:{line_at(pos)}: unterminated JSON array")
+        if buf[pos] == "]":
             return
-        try:
-            value, end = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as exc:
-            raise SeedError(f"{path}:{exc.lineno}: malformed JSON: {exc.msg}") from None
-        yield _line_of(text, pos), value
+        while True:
+            try:
+                value, end = decoder.raw_decode(buf, pos)
+                break
+            except json.JSONDecodeError as exc:
+                if not more():  # at the end of the file: a real error, not a cut element
+                    raise SeedError(f"{path}:{line_at(exc.pos)}: malformed JSON: {exc.msg}") from None
+        yield line_at(pos), value
         pos = end
+        if pos > CHUNK:  # drop what is consumed, keeping line numbers right
+            base_line = line_at(pos)
+            buf, pos, counted_to, counted = buf[pos:], 0, 0, 0
 
 
-def _iter_jsonl(path: Path, raw: bytes) -> Iterator[tuple[int, Any]]:
-    for lineno, line in enumerate(raw.split(b"\n"), start=1):
-        if not line.strip():
+def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+    for lineno, text in _decoded_lines(path):
+        if not text.strip():
             continue
-        try:
-            text = line.decode("utf-8-sig" if lineno == 1 else "utf-8")
-        except UnicodeDecodeError as exc:
-            raise SeedError(f"{path}:{lineno}: not UTF-8 text (byte 0x{line[exc.start]:02x})") from None
         try:
             yield lineno, json.loads(text)
         except json.JSONDecodeError as exc:
             raise SeedError(f"{path}:{lineno}: malformed JSON line: {exc.msg} (column {exc.colno})") from None
 
 
-def _iter_csv(path: Path, raw: bytes) -> Iterator[tuple[int, Any]]:
-    text = _decode(path, raw)
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+def _iter_csv(path: Path) -> Iterator[tuple[int, Any]]:
+    reader = csv.DictReader(text for _, text in _decoded_lines(path))
     for row in reader:
         yield reader.line_num, row
 
@@ -105,6 +142,12 @@ def _iter_parquet(path: Path) -> Iterator[tuple[int, Any]]:
             yield row, item  # Parquet has no lines: the row number stands in for one
 
 
+def _starts_with_bracket(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    return head.startswith(b"[")
+
+
 def iter_raw(path: Path) -> Iterator[tuple[int, Any]]:
     if not path.exists():
         raise SeedError(f"{path}:0: no such file")
@@ -113,18 +156,13 @@ def iter_raw(path: Path) -> Iterator[tuple[int, Any]]:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         yield from _iter_parquet(path)
-        return
-    raw = path.read_bytes()
-    if suffix == ".csv":
-        yield from _iter_csv(path, raw)
+    elif suffix == ".csv":
+        yield from _iter_csv(path)
     elif suffix == ".jsonl":
-        yield from _iter_jsonl(path, raw)
+        yield from _iter_jsonl(path)
     elif suffix == ".json":
-        text = _decode(path, raw)
-        if text.lstrip().startswith("["):
-            yield from _iter_json_array(path, text)
-        else:  # a .json file that is really JSON lines
-            yield from _iter_jsonl(path, raw)
+        # A .json file is usually one array (Alpaca); some are really JSON lines.
+        yield from (_iter_json_array(path) if _starts_with_bracket(path) else _iter_jsonl(path))
     else:
         raise SeedError(f"{path}:0: unknown seed format '{suffix}' (use .json, .jsonl, .csv or .parquet)")
 

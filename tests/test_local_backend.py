@@ -64,3 +64,13 @@ def test_oversized_prompt_fails_only_its_own_request(local):
     results = asyncio.run(local.generate([ask(huge), ask("Say hi.", temperature=0)]))
     assert results[0].error and "exceeds the context" in results[0].error
     assert results[1].ok
+
+
+def test_llamacpp_in_process_backend_generates():
+    llamacpp = make_backend("llamacpp", "embedded")
+    try:
+        results = asyncio.run(llamacpp.generate([ask("What is the capital of France?", temperature=0), ask("Say hi.")]))
+    finally:
+        asyncio.run(llamacpp.aclose())
+    assert all(r.ok and r.text and r.completion_tokens > 0 for r in results), results
+    assert llamacpp.model == "SmolLM2-135M-Instruct"

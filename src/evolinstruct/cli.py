@@ -19,7 +19,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .backends.base import BackendError
+from .backends.base import BACKENDS, BackendError
 from .config import EvolveConfig, ModelSpec
 from .seeds import SeedError
 from .store import ConfigMismatch
@@ -56,7 +56,7 @@ def evolve(
     epochs: Annotated[int, typer.Option(min=1, help="Evolution epochs (the paper: 4).")] = 4,
     limit: Annotated[int | None, typer.Option(min=1, help="Use only the first N seeds.")] = None,
     seed: Annotated[int, typer.Option(help="Run seed: operation choices and sampling seeds derive from it.")] = 0,
-    backend: Annotated[str | None, typer.Option(help="local (in-process) or openai (any compatible server). Default: local unless --base-url is given.")] = None,
+    backend: Annotated[str | None, typer.Option(help="local (in-process transformers), openai (any compatible server), llamacpp or vllm (in-process, optional extras). Default: local unless --base-url is given.")] = None,
     model: Annotated[str | None, typer.Option(help="Model: the served model name for openai; a path, hub id or 'embedded' for local.")] = None,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.")] = None,
     api_key_env: Annotated[str, typer.Option(help="Environment variable that holds the API key.")] = "OPENAI_API_KEY",
@@ -94,8 +94,8 @@ def evolve(
     if seed_responses not in ("generate", "keep"):
         _fail("--seed-responses must be generate or keep")
     backend_name = backend or ("openai" if base_url else "local")
-    if backend_name not in ("local", "openai"):
-        _fail(f"unknown backend '{backend_name}' (choose local or openai)")
+    if backend_name not in BACKENDS:
+        _fail(f"unknown backend '{backend_name}' (choose {', '.join(BACKENDS)})")
     evolver = ModelSpec(backend=backend_name, model=model, base_url=base_url, api_key_env=api_key_env)
     config = EvolveConfig(
         seeds=str(seeds), epochs=epochs, limit=limit, seed=seed, templates=templates, op_weights=ops,

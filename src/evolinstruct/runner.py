@@ -45,8 +45,10 @@ def _build(spec: ModelSpec, config: EvolveConfig, cache: dict[tuple, Backend]) -
                 "rpm": config.rpm, "tpm": config.tpm, "timeout": config.request_timeout,
                 "max_retries": config.max_retries, "http_client": config.http_client,
             }
-        else:
+        elif spec.backend == "local":
             options = {"max_batch": min(config.concurrency, 64)}
+        elif spec.backend == "vllm":
+            options = {"max_batch": config.concurrency}
         cache[key] = make_backend(spec.backend, spec.model, **options)
     return cache[key]
 

@@ -55,6 +55,9 @@ class Backend(Protocol):
     async def aclose(self) -> None: ...
 
 
+BACKENDS = ("local", "openai", "llamacpp", "vllm")
+
+
 def make_backend(kind: str, model: str | None = None, **options: Any) -> Backend:
     """Build a backend by name. Heavy imports happen here, only for the backend asked for."""
     if kind == "local":
@@ -65,4 +68,12 @@ def make_backend(kind: str, model: str | None = None, **options: Any) -> Backend
         from .openai_backend import OpenAIBackend
 
         return OpenAIBackend(model=model, **options)
-    raise BackendError(f"unknown backend '{kind}' (choose local or openai)")
+    if kind == "llamacpp":
+        from .llamacpp import LlamaCppBackend
+
+        return LlamaCppBackend(model=model or "embedded", **options)
+    if kind == "vllm":
+        from .vllm_backend import VLLMBackend
+
+        return VLLMBackend(model=model, **options)
+    raise BackendError(f"unknown backend '{kind}' (choose {', '.join(BACKENDS)})")

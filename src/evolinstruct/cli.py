@@ -60,7 +60,8 @@ def evolve(
     model: Annotated[str | None, typer.Option(help="Model: the served model name for openai; a path, hub id or 'embedded' for local.")] = None,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.")] = None,
     api_key_env: Annotated[str, typer.Option(help="Environment variable that holds the API key.")] = "OPENAI_API_KEY",
-    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at most.")] = 32,
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at most (shared by all roles).")] = 32,
+    max_chains: Annotated[int | None, typer.Option(min=1, help="Seeds in progress at once (default: 4 x concurrency).")] = None,
     templates: Annotated[str, typer.Option(help="Evolution prompts: paper, repo, or a template JSON file.")] = "paper",
     ops: Annotated[str | None, typer.Option(help="Operation weights, e.g. 'add_constraints=2,mutation=1' (default: uniform).")] = None,
     max_tokens: Annotated[int, typer.Option(min=1, help="Max new tokens per evolution and response (the paper: 2048).")] = 2048,
@@ -104,7 +105,7 @@ def evolve(
         responder=_spec(answer_backend, answer_model, answer_base_url, api_key_env, evolver),
         judge=_spec(judge_backend, judge_model, judge_base_url, api_key_env, evolver),
         equality_check=equality_check, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-        concurrency=concurrency, rpm=rpm, tpm=tpm, request_timeout=request_timeout, max_retries=max_retries,
+        concurrency=concurrency, max_chains=max_chains, rpm=rpm, tpm=tpm, request_timeout=request_timeout, max_retries=max_retries,
         http_client=http_client, max_calls=max_calls, max_cost=max_cost, prices=str(prices) if prices else None,
     )
     if max_cost is not None and prices is None:

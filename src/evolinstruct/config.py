@@ -43,6 +43,7 @@ class EvolveConfig:
     top_p: float = 0.9
     judge_max_tokens: int = 16
     concurrency: int = 32
+    max_chains: int | None = None  # chains (seeds) in progress at once; default 4 x concurrency
     # Operational settings: they change speed and limits, never results, so they are not hashed.
     rpm: float | None = None
     tpm: float | None = None
@@ -74,7 +75,7 @@ class EvolveConfig:
 
 
 OPERATIONAL = (
-    "seeds", "concurrency", "rpm", "tpm", "request_timeout", "max_retries", "http_client",
+    "seeds", "concurrency", "max_chains", "rpm", "tpm", "request_timeout", "max_retries", "http_client",
     "max_calls", "max_cost", "prices",
 )
 

@@ -62,11 +62,20 @@ def price_of(prices: dict[str, dict[str, float]], model: str, prompt_tokens: int
 
 
 class CachedLLM:
-    def __init__(self, backend: Backend, store: RunStore, counters: CallCounters, budget: Budget | None = None) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        store: RunStore,
+        counters: CallCounters,
+        budget: Budget | None = None,
+        slots: asyncio.Semaphore | None = None,
+    ) -> None:
         self.backend = backend
         self.store = store
         self.counters = counters
         self.budget = budget or Budget()
+        # Requests in flight across every role share these slots (--concurrency); cache hits need none.
+        self.slots = slots or asyncio.Semaphore(1 << 30)
         self._in_flight: dict[str, asyncio.Future[Result]] = {}
 
     @property
@@ -88,7 +97,8 @@ class CachedLLM:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._in_flight[key] = future
         try:
-            result = (await self.backend.generate([request]))[0]
+            async with self.slots:
+                result = (await self.backend.generate([request]))[0]
             if result.ok:
                 self.budget.cost += price_of(self.budget.prices, self.backend.model, result.prompt_tokens, result.completion_tokens)
                 self.store.save_call(key, purpose, self.backend.model, request, result)

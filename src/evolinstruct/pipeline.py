@@ -10,7 +10,7 @@ For every seed (a chain), in order:
 
 This is the paper's pool: each epoch evolves every instruction in the pool once, a success replaces
 its parent in the pool for the next epoch, a failure returns the parent. There is no barrier between
-epochs or seeds; at most `concurrency` chains have a call in flight. Each chain step commits its
+epochs or seeds; at most `concurrency` requests are in flight, shared by up to `max_chains` chains. Each chain step commits its
 records and position to the run store; every call is replayed from the store on a rerun, so a
 resumed run repeats no paid call and ends with the same dataset.
 """
@@ -202,7 +202,9 @@ class Evolver:
         Returns the budget that stopped the run early ("max_calls" / "max_cost"), or None. On a stop,
         no new chain starts and the running ones end at their next call; every finished call is stored.
         """
-        limit = max(1, self.config.concurrency)
+        # More chains than request slots, so that slots stay full while chains wait on each other;
+        # bounded, so that a 52K-seed file never becomes 52K tasks.
+        limit = max(1, self.config.max_chains or 4 * self.config.concurrency)
         in_flight: set[asyncio.Task[None]] = set()
         stopped: str | None = None
 

@@ -67,10 +67,15 @@ async def _run_async(
         counters = CallCounters()
         prices = load_prices(config.prices)
         budget = Budget(max_calls=config.max_calls, max_cost=config.max_cost, prices=prices)
+        slots = asyncio.Semaphore(config.concurrency)
+
+        def role(spec: ModelSpec) -> CachedLLM:
+            return CachedLLM(_build(spec, config, backends), store, counters, budget, slots)
+
         roles = Roles(
-            evolver=CachedLLM(_build(config.evolver, config, backends), store, counters, budget),
-            responder=CachedLLM(_build(config.responder or config.evolver, config, backends), store, counters, budget),
-            judge=CachedLLM(_build(config.judge or config.evolver, config, backends), store, counters, budget),
+            evolver=role(config.evolver),
+            responder=role(config.responder or config.evolver),
+            judge=role(config.judge or config.evolver),
         )
         on_start(seed_stats.read, resumed)
         evolver = Evolver(config, templates, weights, roles, store, on_step=on_step)

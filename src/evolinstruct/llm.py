@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from .backends.base import Backend, Request, Result
+from .slots import PrioritySlots
 from .store import RunStore, call_key
 
 
@@ -68,21 +69,22 @@ class CachedLLM:
         store: RunStore,
         counters: CallCounters,
         budget: Budget | None = None,
-        slots: asyncio.Semaphore | None = None,
+        slots: PrioritySlots | None = None,
     ) -> None:
         self.backend = backend
         self.store = store
         self.counters = counters
         self.budget = budget or Budget()
         # Requests in flight across every role share these slots (--concurrency); cache hits need none.
-        self.slots = slots or asyncio.Semaphore(1 << 30)
+        self.slots = slots or PrioritySlots(1 << 30)
         self._in_flight: dict[str, asyncio.Future[Result]] = {}
 
     @property
     def model(self) -> str:
         return self.backend.model
 
-    async def __call__(self, purpose: str, request: Request) -> Result:
+    async def __call__(self, purpose: str, request: Request, remaining: int = 0) -> Result:
+        """One call. `remaining`: calls the caller's chain has left after this one (slot priority)."""
         key = call_key(self.backend.model, request)
         hit = self.store.cached(key)
         if hit is not None:
@@ -97,7 +99,7 @@ class CachedLLM:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._in_flight[key] = future
         try:
-            async with self.slots:
+            async with self.slots.slot(remaining):
                 result = (await self.backend.generate([request]))[0]
             if result.ok:
                 self.budget.cost += price_of(self.budget.prices, self.backend.model, result.prompt_tokens, result.completion_tokens)

@@ -83,10 +83,14 @@ class Evolver:
             return Sampling(temperature=0.0, top_p=1.0, max_tokens=c.judge_max_tokens, seed=seed)
         return Sampling(temperature=c.temperature, top_p=c.top_p, max_tokens=c.max_tokens, seed=seed)
 
-    async def _answer(self, record: Record) -> Result:
+    def _remaining(self, epoch: int, calls_left_in_epoch: int) -> int:
+        """Calls a chain still has after this one: the rest of this epoch plus 3 per later epoch."""
+        return calls_left_in_epoch + 3 * (self.config.epochs - epoch)
+
+    async def _answer(self, record: Record, epoch: int) -> Result:
         prompt = join_input(record.instruction, record.input, self.config.input_separator)
         request = Request([{"role": "user", "content": prompt}], self._sampling(record.id, "answer"))
-        return await self.roles.responder("answer", request)
+        return await self.roles.responder("answer", request, self._remaining(epoch, 0))
 
     def _tick(self, record: Record | None = None) -> None:
         p = self.progress
@@ -112,7 +116,7 @@ class Evolver:
         if c.seed_responses == "keep" and seed.output.strip():
             root.output, root.model = seed.output, "seed-file"
         else:
-            result = await self._answer(root)
+            result = await self._answer(root, 0)
             root.model = self.roles.responder.model
             if not result.ok:
                 root.status, root.reason, root.evidence = "error", "call_failed", {"purpose": "answer", "error": result.error}
@@ -161,7 +165,7 @@ class Evolver:
             return child
 
         request = Request(t.messages(t.render(op, given, data_format)), self._sampling(child_id, "evolve"))
-        evolved = await self.roles.evolver("evolve", request)
+        evolved = await self.roles.evolver("evolve", request, self._remaining(epoch, 2))
         if not evolved.ok:
             return fail("evolve", evolved)
         child.instruction = evolved.text.strip()
@@ -174,7 +178,9 @@ class Evolver:
         if c.equality_check:
             judge_prompt = t.render_equality(given, child.instruction)
             judged = await self.roles.judge(
-                "equality", Request([{"role": "user", "content": judge_prompt}], self._sampling(child_id, "equality", judge=True))
+                "equality",
+                Request([{"role": "user", "content": judge_prompt}], self._sampling(child_id, "equality", judge=True)),
+                self._remaining(epoch, 1),
             )
             if not judged.ok:
                 return fail("equality", judged)
@@ -186,7 +192,7 @@ class Evolver:
             if verdict:
                 return eliminate(verdict.reason, verdict.evidence)
 
-        answered = await self._answer(child)
+        answered = await self._answer(child, epoch)
         if not answered.ok:
             return fail("answer", answered)
         child.output = answered.text

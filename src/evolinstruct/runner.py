@@ -17,6 +17,7 @@ from .operations import parse_weights
 from .outputs import STATS, compute_stats, write_json, write_outputs
 from .pipeline import Evolver, Progress, Roles
 from .seeds import SeedColumns, SeedReadStats, read_seeds
+from .slots import PrioritySlots
 from .store import RunStore
 from .templates import load_templates
 
@@ -67,7 +68,7 @@ async def _run_async(
         counters = CallCounters()
         prices = load_prices(config.prices)
         budget = Budget(max_calls=config.max_calls, max_cost=config.max_cost, prices=prices)
-        slots = asyncio.Semaphore(config.concurrency)
+        slots = PrioritySlots(config.concurrency)
 
         def role(spec: ModelSpec) -> CachedLLM:
             return CachedLLM(_build(spec, config, backends), store, counters, budget, slots)

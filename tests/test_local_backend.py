@@ -74,3 +74,13 @@ def test_llamacpp_in_process_backend_generates():
         asyncio.run(llamacpp.aclose())
     assert all(r.ok and r.text and r.completion_tokens > 0 for r in results), results
     assert llamacpp.model == "SmolLM2-135M-Instruct"
+
+
+def test_max_batch_is_a_hard_cap():
+    capped = make_backend("local", max_batch=2)
+    try:
+        results = asyncio.run(capped.generate([ask(f"Count to {i}.", temperature=0, max_tokens=8) for i in range(5)]))
+    finally:
+        asyncio.run(capped.aclose())
+    assert all(r.ok for r in results)
+    assert capped.peak_batch == 2

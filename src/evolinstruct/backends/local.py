@@ -165,6 +165,8 @@ class LocalBackend:
         """Waiting rows that fit the batch; None when the backend is closing."""
         taken: list[_Row] = []
         room = self.max_batch - self._active
+        if room <= 0:
+            return taken  # the batch is full: waiting rows join when a row finishes
         try:
             item = self._queue.get(block=block, timeout=None if block else 0)
         except queue.Empty:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -127,9 +128,16 @@ def evolve(
         task_id = progress.add_task("evolve", total=n_seeds * (epochs + 1), kept=0, elim=0, err=0, rate="")
         progress.start()
 
+    last_draw = 0.0
+    last_seen = None
+
     def on_step(p) -> None:
-        if task_id is None:
+        nonlocal last_draw, last_seen
+        last_seen = p
+        now = time.monotonic()
+        if task_id is None or now - last_draw < 0.1:  # redraw at most 10 times a second
             return
+        last_draw = now
         task = progress.tasks[0]
         rate = f"{task.speed:.2f} steps/s" if task.speed else ""
         progress.update(task_id, completed=p.steps_done, kept=p.kept, elim=p.eliminated, err=p.errors, rate=rate)
@@ -143,8 +151,13 @@ def evolve(
         progress.stop()
         console.print("[yellow]interrupted[/]: everything finished so far is stored; rerun the same command to resume.")
         raise typer.Exit(130) from None
+    if last_seen is not None:
+        last_draw = 0.0
+        on_step(last_seen)  # the final counts, which the redraw throttle may have skipped
     progress.stop()
     _summary(stats, out)
+    if stats["evolutions"]["errors"] or stats["seed_errors"]:
+        raise typer.Exit(3)  # incomplete: scripts can tell; rerunning the command retries the failed calls
 
 
 def _summary(stats: dict, out: Path) -> None:

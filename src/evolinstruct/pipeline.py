@@ -211,31 +211,42 @@ class Evolver:
         # More chains than request slots, so that slots stay full while chains wait on each other;
         # bounded, so that a 52K-seed file never becomes 52K tasks.
         limit = max(1, self.config.max_chains or 4 * self.config.concurrency)
+        chain_slots = asyncio.Semaphore(limit)
         in_flight: set[asyncio.Task[None]] = set()
         stopped: str | None = None
+        failure: BaseException | None = None
+        drained = asyncio.Event()
+        feeding = True  # while seeds are still being started, an empty in_flight is not the end
 
-        def collect(done: set[asyncio.Task[None]]) -> None:
-            nonlocal stopped
-            for task in done:
-                exc = task.exception()
-                if isinstance(exc, BudgetExhausted):
-                    stopped = stopped or str(exc)
-                elif exc is not None:
-                    raise exc  # a programming error: surface it at once
+        def finished(task: asyncio.Task[None]) -> None:  # O(1) per chain, however many run
+            nonlocal stopped, failure
+            in_flight.discard(task)
+            chain_slots.release()
+            if task.cancelled():
+                return
+            exc = task.exception()
+            if isinstance(exc, BudgetExhausted):
+                stopped = stopped or str(exc)
+            elif exc is not None and failure is None:
+                failure = exc
+            if failure or (not feeding and not in_flight):
+                drained.set()
 
         try:
             for seed in seeds:
-                if len(in_flight) >= limit:
-                    done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-                    collect(done)
-                if stopped:
+                await chain_slots.acquire()
+                if stopped or failure:
                     break
-                in_flight.add(asyncio.create_task(self.run_chain(seed)))
-            while in_flight:
-                done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-                collect(done)
+                task = asyncio.create_task(self.run_chain(seed))
+                in_flight.add(task)
+                task.add_done_callback(finished)
+            feeding = False
+            if in_flight and not failure:
+                await drained.wait()
+            if failure:
+                raise failure  # a programming error: surface it
         finally:
-            for task in in_flight:
+            for task in list(in_flight):
                 task.cancel()
             if in_flight:
                 await asyncio.gather(*in_flight, return_exceptions=True)

@@ -115,6 +115,9 @@ async def _run_async(
                 "currency": "USD",
             }
         stats = compute_stats(store, config.epochs, extra)
+        if not stopped_by and stats["seeds"] != seed_stats.read:
+            # Never report a run as finished when a seed went missing.
+            raise RuntimeError(f"internal error: {seed_stats.read} seeds read but {stats['seeds']} processed")
         write_json(run_dir / STATS, stats)
         return stats
     finally:

@@ -53,7 +53,7 @@ lint: setup
 	$(BIN)/ruff check src tests bench
 
 bench: setup-test
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py --sections all
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

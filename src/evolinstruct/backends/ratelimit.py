@@ -1,4 +1,4 @@
-"""Requests-per-minute and tokens-per-minute caps, and a shared pause after a 429's Retry-After."""
+"""Requests-per-minute and tokens-per-minute caps."""
 
 from __future__ import annotations
 
@@ -34,19 +34,14 @@ class RateLimiter:
     def __init__(self, rpm: float | None = None, tpm: float | None = None) -> None:
         self.requests = TokenBucket(rpm) if rpm else None
         self.tokens = TokenBucket(tpm) if tpm else None
-        self.paused_until = 0.0
         self._lock = asyncio.Lock()
 
-    def pause(self, seconds: float) -> None:
-        """A server asked everyone to wait (429 + Retry-After): hold all new requests until then."""
-        self.paused_until = max(self.paused_until, time.monotonic() + seconds)
-
     async def acquire(self, tokens: float = 0.0) -> None:
-        if not (self.requests or self.tokens) and self.paused_until <= time.monotonic():
+        if not (self.requests or self.tokens):
             return
         async with self._lock:  # first come, first served
             while True:
-                wait = self.paused_until - time.monotonic()
+                wait = 0.0
                 if self.requests:
                     wait = max(wait, self.requests.wait_time(1.0))
                 if self.tokens:

@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .backends.base import Request, Result, Sampling
 from .config import EvolveConfig
@@ -45,7 +44,6 @@ class Progress:
     eliminated: int = 0
     errors: int = 0
     equality_unparsed: int = 0
-    by_reason: Counter = field(default_factory=Counter)
 
 
 @dataclass(slots=True)
@@ -100,7 +98,6 @@ class Evolver:
                 p.kept += 1
             elif record.status == "eliminated":
                 p.eliminated += 1
-                p.by_reason[record.reason] += 1
             else:
                 p.errors += 1
         self.on_step(p)

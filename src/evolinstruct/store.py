@@ -181,8 +181,5 @@ class RunStore:
         for (data,) in self.db.execute(sql, args):
             yield Record.from_dict(json.loads(data))
 
-    def chain_states(self) -> dict[str, int]:
-        return dict(self.db.execute("SELECT state, COUNT(*) FROM chains GROUP BY state").fetchall())
-
     def close(self) -> None:
         self.db.close()

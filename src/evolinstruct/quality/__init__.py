@@ -1,0 +1,1 @@
+"""Quality control: scorers, filters and selection over a run's records."""

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .quality.summary import score_summary
 from .records import Record
 from .seeds import join_input
 from .store import RunStore
@@ -45,10 +46,14 @@ def write_outputs(store: RunStore, records: Iterable[Record] | None = None) -> d
     run_dir = store.run_dir
     names = {"kept": DATASET, "eliminated": ELIMINATED, "error": ERRORS}
     counts = dict.fromkeys(names.values(), 0)
+    scores = store.scores()  # from `evolinstruct score`; rows carry them whenever there are any
     files = {status: open(run_dir / (name + ".tmp"), "w", encoding="utf-8") for status, name in names.items()}
     try:
         for record in store.iter_records() if records is None else records:
-            files[record.status].write(json.dumps(record.dataset_row(), ensure_ascii=False) + "\n")
+            row = record.dataset_row()
+            if record.id in scores:
+                row["scores"] = scores[record.id]
+            files[record.status].write(json.dumps(row, ensure_ascii=False) + "\n")
             counts[names[record.status]] += 1
     finally:
         for f in files.values():
@@ -132,7 +137,10 @@ def finalize(store: RunStore, epochs: int, extra: dict[str, Any]) -> dict[str, A
     """
     tally = Tally()
     files = write_outputs(store, tally.tap(store.iter_records()))
-    return tally.stats(store, epochs, {**extra, "files": files})
+    stats = tally.stats(store, epochs, {**extra, "files": files})
+    if summary := score_summary(store):  # keep what `evolinstruct score` added when a run is resumed
+        stats["scores"] = summary
+    return stats
 
 
 def _prompt(row: dict[str, Any]) -> str:
@@ -152,6 +160,8 @@ def convert(rows: Iterable[dict[str, Any]], fmt: str) -> Iterator[dict[str, Any]
             out = {"messages": [{"role": "user", "content": _prompt(row)}, {"role": "assistant", "content": row["output"]}]}
         else:
             raise ValueError(f"unknown export format '{fmt}' (choose {', '.join(EXPORT_FORMATS)})")
+        if "scores" in row and fmt != "openai":  # the OpenAI fine-tuning schema takes messages only
+            out["scores"] = row["scores"]
         yield out
 
 

@@ -7,6 +7,7 @@
 - `records`: every seed and attempted evolution with its status (kept / eliminated / error).
 - `chains`: the pool state: for each seed, the last finished epoch and the current instruction.
 - `meta`: the run's config and its hash; a RUN_DIR with a different config is refused.
+- `scores`: one value per (record, scorer) from `evolinstruct score`; NULL where an LLM's output did not parse.
 
 WAL mode with synchronous=NORMAL makes every commit survive a SIGKILL of the process.
 Migrations are ordered and named, as in simonw/llm.
@@ -18,7 +19,7 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,17 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE TABLE chains (
             root_id TEXT PRIMARY KEY, seed_index INTEGER NOT NULL, epoch_done INTEGER NOT NULL,
             current_id TEXT NOT NULL, state TEXT NOT NULL
+        );
+        """,
+    ),
+    (
+        # Scores of records (evolinstruct score): value NULL when the scorer's output did not parse;
+        # detail is JSON (raw output, parse error, extra measurements).
+        "m002_scores",
+        """
+        CREATE TABLE scores (
+            record_id TEXT NOT NULL, scorer TEXT NOT NULL, value REAL, detail TEXT NOT NULL,
+            PRIMARY KEY (record_id, scorer)
         );
         """,
     ),
@@ -180,6 +192,22 @@ class RunStore:
         sql += " ORDER BY seed_index, epoch, id"
         for (data,) in self.db.execute(sql, args):
             yield Record.from_dict(json.loads(data))
+
+    # ------------------------------------------------------------------ scores
+    def save_scores(self, rows: Iterable[tuple[str, str, float | None, dict[str, Any] | str]]) -> None:
+        """(record_id, scorer, value or None, detail) rows, replacing earlier scores, in one transaction."""
+        self.db.execute("BEGIN")
+        for record_id, scorer, value, detail in rows:
+            text = detail if isinstance(detail, str) else json.dumps(detail, ensure_ascii=False, sort_keys=True)
+            self.db.execute("INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?)", (record_id, scorer, value, text))
+        self.db.execute("COMMIT")
+
+    def scores(self) -> dict[str, dict[str, float | None]]:
+        """record_id -> {scorer: value}; a value is None where the scorer's output did not parse."""
+        out: dict[str, dict[str, float | None]] = {}
+        for record_id, scorer, value in self.db.execute("SELECT record_id, scorer, value FROM scores ORDER BY scorer"):
+            out.setdefault(record_id, {})[scorer] = value
+        return out
 
     def close(self) -> None:
         self.db.close()

@@ -1,0 +1,149 @@
+"""Read training examples from a RUN_DIR or from any file `evolinstruct export` writes.
+
+Every row becomes one `Example`: the prompt text (instruction and input joined as `export` joins them),
+the response, and what the mix needs to weigh and report it (epoch, operation, scores, lineage root).
+Rows from an export lose lineage the alpaca/sharegpt/openai formats do not carry; they count as
+epoch/op "unknown". Bad input is one line naming the file and line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..outputs import DATASET
+from ..seeds import join_input
+
+UNKNOWN = "unknown"
+
+
+class TrainDataError(ValueError):
+    """Training data that cannot be read; the message is one line: 'path:line: what is wrong'."""
+
+
+@dataclass(slots=True)
+class Example:
+    id: str
+    prompt: str
+    response: str
+    epoch: int | None = None
+    op: str = UNKNOWN
+    root_id: str = ""
+    scores: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Example:
+        return cls(**{k: data[k] for k in cls.__slots__ if k in data})  # type: ignore[attr-defined]
+
+
+def resolve_data_file(data: Path, subset: str | None = None) -> Path:
+    """The JSONL file behind DATA: a RUN_DIR's dataset.jsonl (or a filtered subset's), or the file itself."""
+    if data.is_dir():
+        if subset:
+            for candidate in (data / "filtered" / subset / DATASET, data / "filtered" / f"{subset}.jsonl"):
+                if candidate.exists():
+                    return candidate
+            available = sorted(p.name for p in (data / "filtered").glob("*")) if (data / "filtered").is_dir() else []
+            raise TrainDataError(
+                f"{data}: no filtered subset '{subset}' (found: {', '.join(available) or 'none'}); run `evolinstruct filter` first"
+            )
+        path = data / DATASET
+        if not path.exists():
+            raise TrainDataError(f"{path}: no dataset here; run `evolinstruct evolve ... -o {data}` first")
+        return path
+    if subset:
+        raise TrainDataError(f"{data}: --subset needs a RUN_DIR, not a file")
+    if not data.exists():
+        raise TrainDataError(f"{data}: no such file or directory")
+    return data
+
+
+def read_examples(path: Path) -> Iterator[Example]:
+    """Examples from a JSONL file (dataset.jsonl or an alpaca/sharegpt/openai export) or a JSON array."""
+    for lineno, row in _rows(path):
+        try:
+            example = _example(row, lineno)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TrainDataError(f"{path}:{lineno}: {exc}") from None
+        if example is not None:
+            yield example
+
+
+def _rows(path: Path) -> Iterator[tuple[int, Any]]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise TrainDataError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    if text.lstrip().startswith("["):  # a JSON array (alpaca's own format), not JSONL
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise TrainDataError(f"{path}:{exc.lineno}: malformed JSON: {exc.msg}") from None
+        yield from enumerate(rows, start=1)
+        return
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise TrainDataError(f"{path}:{lineno}: malformed JSON line: {exc.msg} (column {exc.colno})") from None
+
+
+def _example(row: Any, lineno: int) -> Example | None:
+    if not isinstance(row, dict):
+        raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+    if row.get("status") not in (None, "kept"):
+        return None  # an eliminated or failed record never trains
+    if "conversations" in row:  # sharegpt
+        prompt, response = _turns(row["conversations"], "from", "value", ("human", "user"), ("gpt", "assistant"))
+    elif "messages" in row:  # openai
+        prompt, response = _turns(row["messages"], "role", "content", ("user",), ("assistant",))
+    elif "instruction" in row:  # dataset.jsonl or alpaca
+        if "output" not in row:
+            raise ValueError("row has an instruction but no 'output'")
+        prompt = join_input(str(row["instruction"]), str(row.get("input") or ""), "\n\n")
+        response = str(row["output"])
+    else:
+        raise ValueError("unknown row format: expected instruction/output (alpaca, dataset.jsonl), conversations (sharegpt) or messages (openai)")
+    if not prompt.strip() or not response.strip():
+        return None  # nothing to learn from; counted as dropped by the mix
+    ident = str(row.get("id") or f"line-{lineno}")
+    epoch = row.get("epoch")
+    scores = row.get("scores") or {}
+    if not isinstance(scores, dict):
+        raise ValueError("'scores' must be an object of name -> number")
+    return Example(
+        id=ident,
+        prompt=prompt,
+        response=response,
+        epoch=int(epoch) if epoch is not None else None,
+        op=str(row.get("op") or UNKNOWN),
+        root_id=str(row.get("root_id") or ident),
+        scores={k: float(v) for k, v in scores.items() if isinstance(v, int | float) and not isinstance(v, bool)},
+    )
+
+
+def _turns(turns: Any, role_key: str, text_key: str, user: tuple[str, ...], assistant: tuple[str, ...]) -> tuple[str, str]:
+    """The first user turn and the assistant turn after it (single-turn data, as export writes it)."""
+    if not isinstance(turns, list):
+        raise ValueError("conversation must be a list of turns")
+    prompt = response = None
+    system = ""
+    for turn in turns:
+        role = turn.get(role_key)
+        if role == "system" and prompt is None:
+            system = str(turn.get(text_key, ""))
+        elif role in user and prompt is None:
+            prompt = str(turn.get(text_key, ""))
+        elif role in assistant and prompt is not None and response is None:
+            response = str(turn.get(text_key, ""))
+    if prompt is None or response is None:
+        raise ValueError("conversation has no user turn followed by an assistant turn")
+    return (f"{system}\n\n{prompt}" if system else prompt), response

@@ -1,0 +1,56 @@
+"""Prompt formats: how an example becomes TRL's prompt-completion row.
+
+Both formats give TRL a prompt and a completion, so TRL's completion-only loss masks the prompt:
+- `paper`: the WizardLM training format, `{instruction}\\n\\n### Response:` then the response and EOS
+  (strings; TRL appends the tokenizer's EOS to the completion).
+- `chat`: the model's own chat template, a user turn then an assistant turn (conversational rows;
+  the completion is whatever the template renders for the assistant turn, end-of-turn token included).
+
+A model trained in the paper format gets PAPER_CHAT_TEMPLATE saved as its chat template, so every
+chat-template consumer (the local backend, vLLM, llama.cpp servers) prompts it the way it was trained.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .data import Example
+
+PROMPT_FORMATS = ("paper", "chat")
+PAPER_RESPONSE_TAG = "\n\n### Response:"
+
+# System and user turns joined by blank lines, then the response tag: the paper format for any chat.
+PAPER_CHAT_TEMPLATE = (
+    "{%- set ns = namespace(first=true) -%}"
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'assistant' -%}"
+    "{{ '" + PAPER_RESPONSE_TAG.replace("\n", "\\n") + "' + message['content'] + eos_token }}"
+    "{%- set ns.first = true -%}"
+    "{%- else -%}"
+    "{{ ('' if ns.first else '\\n\\n') + message['content'] }}"
+    "{%- set ns.first = false -%}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '" + PAPER_RESPONSE_TAG.replace("\n", "\\n") + "' }}{%- endif -%}"
+)
+
+
+def paper_prompt(instruction: str) -> str:
+    return instruction + PAPER_RESPONSE_TAG
+
+
+def to_row(example: Example, prompt_format: str) -> dict[str, Any]:
+    if prompt_format == "paper":
+        return {"prompt": paper_prompt(example.prompt), "completion": example.response}
+    if prompt_format == "chat":
+        return {
+            "prompt": [{"role": "user", "content": example.prompt}],
+            "completion": [{"role": "assistant", "content": example.response}],
+        }
+    raise ValueError(f"--prompt-format must be one of {', '.join(PROMPT_FORMATS)}, not '{prompt_format}'")
+
+
+def to_dataset(examples: list[Example], prompt_format: str) -> Any:
+    from datasets import Dataset
+
+    return Dataset.from_list([to_row(e, prompt_format) for e in examples])

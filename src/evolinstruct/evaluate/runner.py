@@ -1,0 +1,426 @@
+"""Run an evaluation: answer with the model and the reference, judge, score, write EVAL_DIR.
+
+Every call goes through `CachedLLM` on the run store EVAL_DIR/run.sqlite (purposes `eval_answer`,
+`eval_reference`, `eval_judge`), so a rerun replays stored answers and verdicts and sends no call twice.
+EVAL_DIR is bound to the settings that change results; `--limit` is not one of them, so a larger
+limit reuses every stored call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..backends.base import Backend, Request, Result, Sampling, make_backend
+from ..config import ModelSpec
+from ..config import file_digest as _file_digest
+from ..llm import Budget, CachedLLM, CallCounters
+from ..outputs import write_json
+from ..slots import PrioritySlots
+from ..store import RunStore
+from .parsing import parse_pair_scores, parse_rating
+from .prompts import judge_category, load_pair_prompts, load_single_prompts, mtbench_judge_messages
+from .stats import Scored, summarize
+from .testsets import BUILTIN, EvalItem, data_file, load_testset
+
+RESULTS = "results.json"
+ANSWERS = "answers.jsonl"
+JUDGMENTS = "judgments.jsonl"
+
+# Answer sampling of the WizardLM repo's inference script (src/inference_wizardlm.py): temperature 1,
+# top-p 0.9, up to 2048 new tokens. MT-Bench follows FastChat's gen_model_answer: 1024 new tokens and a
+# temperature per category; its judge samples greedily with up to 2048 tokens.
+PAPER_SAMPLING = {"temperature": 1.0, "top_p": 0.9, "max_tokens": 2048}
+MTBENCH_MAX_TOKENS = 1024
+MTBENCH_TEMPERATURE = {"writing": 0.7, "roleplay": 0.7, "extraction": 0.0, "math": 0.0, "coding": 0.0,
+                       "reasoning": 0.0, "stem": 0.1, "humanities": 0.1}
+MTBENCH_JUDGE = {"temperature": 0.0, "max_tokens": 2048}
+# The paper's settings are for real models. The embedded 135M default runs on the CPU at about 20-70 tokens/s
+# and rambles to any limit, so when a role is the embedded model and no limit is given, its answers stop at
+# 256 tokens and its verdicts at 64 (FastChat reads the scores from the first line only).
+EMBEDDED_ANSWER_MAX_TOKENS = 256
+EMBEDDED_JUDGE_MAX_TOKENS = 64
+
+
+def is_embedded(spec: ModelSpec) -> bool:
+    return spec.backend == "local" and spec.model in (None, "", "embedded")
+POSITIONS = ("swap", "alternate")
+
+
+@dataclass(slots=True)
+class EvalConfig:
+    testset: str = "wizardlm"
+    limit: int | None = None
+    data_dir: str | None = None
+    model: ModelSpec = field(default_factory=ModelSpec)
+    reference: ModelSpec = field(default_factory=ModelSpec)
+    judge: ModelSpec = field(default_factory=ModelSpec)
+    temperature: float | None = None  # None: the test set's paper default
+    top_p: float | None = None
+    max_tokens: int | None = None
+    seed: int = 0
+    reference_temperature: float | None = None  # None: as the model
+    reference_seed: int | None = None  # None: seed + 1, so the embedded reference answers differently
+    judge_temperature: float | None = None  # None: FastChat's reviewer setting (0.2; MT-Bench 0)
+    judge_max_tokens: int | None = None
+    position: str = "swap"  # swap: judge both orders; alternate: the paper's odd/even order
+    bootstrap: int = 1000
+    # Operational: speed and limits only, not bound to EVAL_DIR.
+    concurrency: int = 32
+    request_timeout: float = 600.0
+    max_retries: int = 6
+    max_calls: int | None = None
+
+    def bound(self, testset_digest: str) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("limit", "data_dir", "concurrency", "request_timeout", "max_retries", "max_calls", "bootstrap"):
+            data.pop(key)
+        for role in ("model", "reference", "judge"):
+            data[role] = {"backend": data[role]["backend"], "model": data[role]["model"] or "embedded"}
+        data["testset_sha256"] = testset_digest
+        return data
+
+
+@dataclass(slots=True)
+class EvalProgress:
+    total: int = 0
+    done: int = 0
+    failed: int = 0
+    unparsed: int = 0
+
+
+def derive_seed(*parts: object) -> int:
+    """A sampling seed from (run seed, role, question, turn): stable across runs and processes."""
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()
+    return int(digest[:8], 16)
+
+
+class _Failed(Exception):
+    """A call failed after the backend's retries; the question is left for the next run."""
+
+
+class Evaluation:
+    def __init__(self, config: EvalConfig, kind: str, roles: dict[str, CachedLLM], on_item: Callable[[EvalProgress], None]) -> None:
+        self.config = config
+        self.kind = kind
+        self.roles = roles
+        self.on_item = on_item
+        self.progress = EvalProgress()
+        self.pair_prompts = load_pair_prompts(config.data_dir) if kind == "pairwise" else {}
+        self.single_prompts = load_single_prompts(config.data_dir) if kind == "mtbench" else {}
+
+    # ------------------------------------------------------------------ sampling
+    def answer_sampling(self, item: EvalItem, role: str, turn: int) -> Sampling:
+        c = self.config
+        if self.kind == "mtbench":
+            temperature = MTBENCH_TEMPERATURE.get(item.skill.lower(), 0.7)
+            top_p, max_tokens = 1.0, MTBENCH_MAX_TOKENS
+        else:
+            temperature, top_p, max_tokens = PAPER_SAMPLING["temperature"], PAPER_SAMPLING["top_p"], PAPER_SAMPLING["max_tokens"]
+        temperature = c.temperature if c.temperature is not None else temperature
+        if role == "reference" and c.reference_temperature is not None:
+            temperature = c.reference_temperature
+        if is_embedded(getattr(c, role)):
+            max_tokens = min(max_tokens, EMBEDDED_ANSWER_MAX_TOKENS)
+        seed = c.seed if role == "model" else (c.reference_seed if c.reference_seed is not None else c.seed + 1)
+        return Sampling(
+            temperature=temperature,
+            top_p=c.top_p if c.top_p is not None else top_p,
+            max_tokens=c.max_tokens or max_tokens,
+            seed=derive_seed(seed, role, item.id, turn),
+        )
+
+    def judge_sampling(self, default_temperature: float, default_max_tokens: int, *key: object) -> Sampling:
+        c = self.config
+        if is_embedded(c.judge):
+            default_max_tokens = min(default_max_tokens, EMBEDDED_JUDGE_MAX_TOKENS)
+        return Sampling(
+            temperature=c.judge_temperature if c.judge_temperature is not None else default_temperature,
+            top_p=1.0,
+            max_tokens=c.judge_max_tokens or default_max_tokens,
+            seed=derive_seed(c.seed, "judge", *key),
+        )
+
+    async def _call(self, role: str, purpose: str, request: Request) -> Result:
+        result = await self.roles[role](purpose, request)
+        if not result.ok:
+            raise _Failed(f"{purpose}: {result.error}")
+        return result
+
+    async def answer(self, item: EvalItem, role: str) -> list[str]:
+        """The answers to every turn of `item` (turn 2 sees the conversation so far, as in MT-Bench)."""
+        purpose = "eval_answer" if role == "model" else "eval_reference"
+        turns = item.turns if self.kind == "mtbench" else item.turns[:1]
+        messages: list[dict[str, str]] = []
+        answers: list[str] = []
+        for turn, question in enumerate(turns):
+            # A model trained by `evolinstruct train` in the paper's format carries that format as its chat
+            # template, so a plain user message reaches it exactly as it was trained.
+            messages = [*messages, {"role": "user", "content": question}]
+            result = await self._call(role, purpose, Request(messages, self.answer_sampling(item, role, turn)))
+            answers.append(result.text.strip())
+            messages = [*messages, {"role": "assistant", "content": answers[-1]}]
+        return answers
+
+    # ------------------------------------------------------------------ one question
+    async def pairwise(self, item: EvalItem, model: list[str], reference: list[str]) -> dict[str, Any]:
+        prompt = self.pair_prompts[judge_category(item.skill)]
+        if self.config.position == "swap":
+            orders = [True, False]  # model as Assistant 1, then as Assistant 2
+        else:
+            orders = [item.position % 2 == 1]  # the paper: the model first on odd ids, second on even ids
+        verdicts = []
+        for model_first in orders:
+            first, second = (model[0], reference[0]) if model_first else (reference[0], model[0])
+            request = Request(
+                prompt.messages(item.question, first, second),
+                self.judge_sampling(prompt.temperature, prompt.max_tokens, item.id, "model_first" if model_first else "model_second"),
+            )
+            verdicts.append((model_first, (await self._call("judge", "eval_judge", request)).text))
+        return {"prompt": prompt.category, **combine_pairwise(verdicts)}
+
+    async def single(self, item: EvalItem, model: list[str], reference: list[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {"turns_graded": []}
+        for turn in range(min(2, len(item.turns))):
+            grades = {}
+            for role, answers in (("model", model), ("reference", reference)):
+                name, messages = mtbench_judge_messages(self.single_prompts, item, answers, turn)
+                request = Request(messages, self.judge_sampling(MTBENCH_JUDGE["temperature"], MTBENCH_JUDGE["max_tokens"], item.id, role, turn))
+                text = (await self._call("judge", "eval_judge", request)).text
+                grades[role] = {"prompt": name, "rating": parse_rating(text), "verdict": text}
+            out["turns_graded"].append(grades)
+        graded = out["turns_graded"]
+        out["unparsed"] = sum(1 for t in graded for g in t.values() if g["rating"] is None)
+        out["n_verdicts"] = 2 * len(graded)
+        model_ratings = [t["model"]["rating"] for t in graded]
+        ref_ratings = [t["reference"]["rating"] for t in graded]
+        # A question's score is the mean over its turns; a turn whose grade did not parse on either side is left out.
+        pairs = [(m, r) for m, r in zip(model_ratings, ref_ratings, strict=True) if m is not None and r is not None]
+        out["model_score"] = sum(m for m, _ in pairs) / len(pairs) if pairs else None
+        out["reference_score"] = sum(r for _, r in pairs) / len(pairs) if pairs else None
+        return out
+
+    async def run_item(self, item: EvalItem) -> dict[str, Any]:
+        row: dict[str, Any] = {"id": item.id, "skill": item.skill, "difficulty": item.difficulty, "turns": item.turns}
+        try:
+            model, reference = await asyncio.gather(self.answer(item, "model"), self.answer(item, "reference"))
+            row["model_answer"], row["reference_answer"] = model, reference
+            judged = await (self.pairwise(item, model, reference) if self.kind == "pairwise" else self.single(item, model, reference))
+            row.update(judged)
+            self.progress.unparsed += row["unparsed"]
+        except _Failed as exc:
+            row["error"] = str(exc)
+            self.progress.failed += 1
+        self.progress.done += 1
+        self.on_item(self.progress)
+        return row
+
+
+def combine_pairwise(verdicts: list[tuple[bool, str]]) -> dict[str, Any]:
+    """Each side's score from one or two verdicts: (model shown first?, judge text) -> the mean over parsed ones."""
+    model_scores, reference_scores, parsed = [], [], []
+    for model_first, text in verdicts:
+        scores = parse_pair_scores(text)
+        parsed.append({"model_first": model_first, "verdict": text, "scores": list(scores) if scores else None})
+        if scores is None:
+            continue
+        model_score, reference_score = scores if model_first else (scores[1], scores[0])
+        model_scores.append(model_score)
+        reference_scores.append(reference_score)
+    consistent = None
+    if len(model_scores) == 2:  # both orders parsed: does the judge pick the same winner either way?
+        consistent = _sign(model_scores[0] - reference_scores[0]) == _sign(model_scores[1] - reference_scores[1])
+    return {
+        "verdicts": parsed,
+        "n_verdicts": len(parsed),
+        "unparsed": sum(1 for p in parsed if p["scores"] is None),
+        "model_score": sum(model_scores) / len(model_scores) if model_scores else None,
+        "reference_score": sum(reference_scores) / len(reference_scores) if reference_scores else None,
+        "position_consistent": consistent,
+    }
+
+
+def _sign(x: float) -> int:
+    return (x > 0) - (x < 0)
+
+
+def _backend_key(spec: ModelSpec) -> tuple:
+    return (spec.backend, spec.model or "embedded", spec.base_url, spec.api_key_env)
+
+
+def _build(spec: ModelSpec, config: EvalConfig, cache: dict[tuple, Backend]) -> Backend:
+    """One backend per distinct (backend, model, endpoint): the embedded default serves all three roles."""
+    key = _backend_key(spec)
+    if key not in cache:
+        options: dict[str, Any] = {}
+        if spec.backend == "openai":
+            options = {"base_url": spec.base_url, "api_key_env": spec.api_key_env, "concurrency": config.concurrency,
+                       "timeout": config.request_timeout, "max_retries": config.max_retries}
+        elif spec.backend in ("local", "vllm"):
+            options = {"max_batch": min(config.concurrency, 64)}
+        if spec.backend == "local":
+            cache[key] = LazyBackend(spec, options)
+        else:
+            cache[key] = make_backend(spec.backend, spec.model, **options)
+    return cache[key]
+
+
+class LazyBackend:
+    """The local backend, loaded on the first call that misses the store: a resumed eval starts at once."""
+
+    name = "local"
+
+    def __init__(self, spec: ModelSpec, options: dict[str, Any]) -> None:
+        from ..embedded import resolve_model_path
+
+        self.model = resolve_model_path(spec.model)[1]  # the name calls are cached under, known without loading
+        self._spec, self._options = spec, options
+        self._backend: Backend | None = None
+        self._lock = asyncio.Lock()
+
+    async def generate(self, requests: list[Request]) -> list[Result]:
+        async with self._lock:
+            if self._backend is None:
+                self._backend = await asyncio.to_thread(make_backend, "local", self._spec.model, **self._options)
+        return await self._backend.generate(requests)
+
+    async def aclose(self) -> None:
+        if self._backend is not None:
+            await self._backend.aclose()
+
+
+def _label(spec: ModelSpec, backend: Backend) -> str:
+    return backend.model if spec.backend == "local" else f"{backend.model} ({spec.backend})"
+
+
+async def _run_async(config: EvalConfig, out: Path, on_start: Callable[[int, bool], None], on_item: Callable[[EvalProgress], None]) -> dict[str, Any]:
+    started = time.perf_counter()
+    kind, items = load_testset(config.testset, config.data_dir, None)
+    digest = _file_digest(str(data_file(BUILTIN[config.testset], config.data_dir) if config.testset in BUILTIN else config.testset))
+    items = spread_over_skills(items, config.limit)
+    store = RunStore(out)
+    backends: dict[tuple, Backend] = {}
+    try:
+        resumed = store.bind_config(config.bound(digest))
+        counters = CallCounters()
+        budget = Budget(max_calls=config.max_calls)
+        slots = PrioritySlots(config.concurrency)
+        specs = {"model": config.model, "reference": config.reference, "judge": config.judge}
+        roles = {role: CachedLLM(_build(spec, config, backends), store, counters, budget, slots) for role, spec in specs.items()}
+        evaluation = Evaluation(config, kind, roles, on_item)
+        evaluation.progress.total = len(items)
+        on_start(len(items), resumed)
+        rows = await asyncio.gather(*(evaluation.run_item(item) for item in items))
+        elapsed = time.perf_counter() - started
+        labels = {role: _label(spec, backends[_backend_key(spec)]) for role, spec in specs.items()}
+        results = build_results(config, kind, rows, labels)
+        results["calls"] = {
+            "sent": sum(counters.sent.values()),
+            "cache_hits": sum(counters.cache_hits.values()),
+            "failed": sum(counters.failed.values()),
+            "by_purpose": counters.as_dict(),
+        }
+        results["resumed"] = resumed
+        results["seconds"] = round(elapsed, 3)
+        write_outputs(out, rows, results)
+        return results
+    finally:
+        for backend in backends.values():
+            await backend.aclose()
+        store.close()
+
+
+def spread_over_skills(items: list[EvalItem], limit: int | None) -> list[EvalItem]:
+    """The first `limit` questions taken round-robin over skills, in file order within each skill.
+
+    The test sets are sorted by skill, so a plain head would test one skill; this way `--limit 29`
+    asks one question of every WizardLM skill. Without a limit every question is used, in file order.
+    """
+    if not limit or limit >= len(items):
+        return items
+    rank: dict[str, int] = {}
+    keyed = []
+    for item in items:
+        rank[item.skill] = rank.get(item.skill, -1) + 1
+        keyed.append((rank[item.skill], item.position, item))
+    chosen = sorted(keyed, key=lambda k: (k[0], k[1]))[:limit]
+    return [item for _, _, item in sorted(chosen, key=lambda k: k[1])]
+
+
+def build_results(config: EvalConfig, kind: str, rows: list[dict[str, Any]], labels: dict[str, str]) -> dict[str, Any]:
+    scored = [
+        Scored(row["id"], row["skill"], row["difficulty"], row.get("model_score"), row.get("reference_score"))
+        for row in rows if "error" not in row
+    ]
+    results: dict[str, Any] = {
+        "model": labels["model"],
+        "reference": labels["reference"],
+        "judge": labels["judge"],
+        "testset": config.testset if config.testset in BUILTIN else Path(config.testset).name,
+        "mode": "single" if kind == "mtbench" else "pairwise",
+        "position": config.position if kind == "pairwise" else None,
+        **summarize(scored, config.bootstrap, config.seed),
+        "unparsed": sum(row.get("unparsed", 0) for row in rows),
+        "verdicts": sum(row.get("n_verdicts", 0) for row in rows),
+        "failed_items": sum(1 for row in rows if "error" in row),
+        "settings": {
+            "temperature": config.temperature,
+            "top_p": config.top_p,
+            "max_tokens": config.max_tokens,
+            "seed": config.seed,
+            "reference_seed": config.reference_seed if config.reference_seed is not None else config.seed + 1,
+            "judge_temperature": config.judge_temperature,
+            "judge_max_tokens": config.judge_max_tokens,
+            "defaults": "mtbench: FastChat (per-category temperature, 1024 tokens; judge 0, 2048)" if kind == "mtbench"
+            else "WizardLM inference (temperature 1, top-p 0.9, 2048 tokens); judge: FastChat reviewer (0.2, 1024)",
+        },
+    }
+    if kind == "pairwise":
+        pairs = [row["position_consistent"] for row in rows if row.get("position_consistent") is not None]
+        results["position_consistency"] = {"pairs": len(pairs), "consistent": sum(pairs)}
+    else:
+        results["turns"] = _mtbench_turns(rows)
+    return results
+
+
+def _mtbench_turns(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean rating per turn for each side (MT-Bench reports turn 1, turn 2 and their mean)."""
+    out = []
+    for turn in range(2):
+        ratings: dict[str, list[float]] = {"model": [], "reference": []}
+        for row in rows:
+            grades = row.get("turns_graded") or []
+            if len(grades) > turn:
+                for role in ratings:
+                    if grades[turn][role]["rating"] is not None:
+                        ratings[role].append(grades[turn][role]["rating"])
+        out.append({"turn": turn + 1, **{f"{role}_score": (sum(v) / len(v) if v else None) for role, v in ratings.items()},
+                    "n": min(len(v) for v in ratings.values())})
+    return out
+
+
+def write_outputs(out: Path, rows: list[dict[str, Any]], results: dict[str, Any]) -> None:
+    answer_keys = ("id", "skill", "difficulty", "turns", "model_answer", "reference_answer", "error")
+    with open(out / ANSWERS, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps({k: row[k] for k in answer_keys if k in row}, ensure_ascii=False) + "\n")
+    with open(out / JUDGMENTS, "w", encoding="utf-8") as f:
+        for row in rows:
+            judged = {k: v for k, v in row.items() if k not in ("turns", "model_answer", "reference_answer")}
+            f.write(json.dumps(judged, ensure_ascii=False) + "\n")
+    write_json(out / RESULTS, results)
+
+
+def run_eval(
+    config: EvalConfig,
+    out: str | Path,
+    on_start: Callable[[int, bool], None] | None = None,
+    on_item: Callable[[EvalProgress], None] | None = None,
+) -> dict[str, Any]:
+    return asyncio.run(_run_async(config, Path(out), on_start or (lambda _n, _r: None), on_item or (lambda _p: None)))

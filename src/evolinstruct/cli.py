@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -200,6 +201,237 @@ def export_cmd(
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     console.print(f"wrote {n} rows ({fmt}) to {out}")
+
+
+@app.command("train")
+def train_cmd(
+    data: Annotated[Path, typer.Argument(help="A RUN_DIR (its dataset.jsonl) or any file `evolinstruct export` writes.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="OUT_DIR: the model, adapter, checkpoints, mix and model card.")],
+    base: Annotated[str, typer.Option(help="Base causal LM: 'embedded' (SmolLM2-135M-Instruct), a local path or a hub id.")] = "embedded",
+    recipe: Annotated[str | None, typer.Option(help="Preset: small (default; CPU-sized) or wizardlm-7b (the paper's). Flags below override it.")] = None,
+    subset: Annotated[str | None, typer.Option(help="Train on RUN_DIR/filtered/NAME (written by `evolinstruct filter`).")] = None,
+    prompt_format: Annotated[str | None, typer.Option(help="paper ('{instruction}\\n\\n### Response:') or chat (the model's chat template).")] = None,
+    epochs: Annotated[float | None, typer.Option(min=0.0, help="Training epochs.")] = None,
+    lr: Annotated[float | None, typer.Option(min=0.0, help="Peak learning rate.")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="LR schedule (transformers name: cosine, linear, constant, ...).")] = None,
+    warmup_steps: Annotated[int | None, typer.Option(min=0, help="Warmup steps.")] = None,
+    max_steps: Annotated[int | None, typer.Option(min=1, help="Stop after this many optimizer steps (overrides epochs).")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Global batch size (per-device x grad-accum x devices).")] = None,
+    per_device_batch_size: Annotated[int | None, typer.Option(min=1, help="Examples per device per forward pass.")] = None,
+    grad_accum: Annotated[int | None, typer.Option(min=1, help="Gradient accumulation steps (sets --batch-size = per-device x this x devices).")] = None,
+    max_length: Annotated[int | None, typer.Option(min=8, help="Max tokens per example (longer ones are cut).")] = None,
+    gradient_checkpointing: Annotated[bool | None, typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="Trade compute for memory.")] = None,
+    lora: Annotated[bool, typer.Option("--lora", help="Train a LoRA adapter instead of all weights.")] = False,
+    qlora: Annotated[bool, typer.Option("--qlora", help="LoRA on a 4-bit base (needs bitsandbytes and a CUDA GPU).")] = False,
+    lora_r: Annotated[int, typer.Option(min=1, help="LoRA rank.")] = 16,
+    lora_alpha: Annotated[int, typer.Option(min=1, help="LoRA alpha.")] = 32,
+    lora_dropout: Annotated[float, typer.Option(min=0.0, max=1.0, help="LoRA dropout.")] = 0.05,
+    lora_target_modules: Annotated[str, typer.Option(help="'all-linear' or a comma list, e.g. q_proj,v_proj.")] = "all-linear",
+    merge: Annotated[bool, typer.Option("--merge/--no-merge", help="Merge the LoRA adapter into the base in OUT_DIR (the adapter stays in OUT_DIR/adapter).")] = True,
+    sample: Annotated[int | None, typer.Option(min=1, help="Sample N examples (weighted, without replacement, seeded).")] = None,
+    epoch_weights: Annotated[str | None, typer.Option(help="Sampling weight per evolution epoch, e.g. '0=1,1=2' (0 drops).")] = None,
+    op_weights: Annotated[str | None, typer.Option(help="Sampling weight per operation, e.g. 'seed=0.5,mutation=2' (0 drops).")] = None,
+    min_score: Annotated[list[str] | None, typer.Option(help="Keep rows whose score NAME >= VALUE, e.g. difficulty=5 (repeatable).")] = None,
+    eval_fraction: Annotated[float, typer.Option(min=0.0, max=0.9, help="Hold out this fraction (whole lineages) for eval loss.")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed for sampling, the split and training.")] = 0,
+    save_steps: Annotated[int | None, typer.Option(min=1, help="Checkpoint every N steps (default: 5 per run).")] = None,
+    logging_steps: Annotated[int | None, typer.Option(min=1, help="Log the loss every N steps (default: ~50 points per run).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint in OUT_DIR, on the saved mix.")] = False,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch.")] = None,
+) -> None:
+    """Fine-tune a causal LM on the evolved data (TRL SFT; full or LoRA), loss on responses only."""
+    from .train import (
+        LoraOptions,
+        MixSpec,
+        TrainDataError,
+        TrainError,
+        TrainOptions,
+        parse_weights,
+        resolve_recipe,
+        train,
+    )
+
+    try:
+        if grad_accum is not None:
+            from .train.recipes import RECIPES
+
+            per_device = per_device_batch_size or RECIPES.get(recipe or "small", RECIPES["small"]).per_device_batch_size
+            batch_size = per_device * grad_accum * int(os.environ.get("WORLD_SIZE", "1"))
+        chosen = resolve_recipe(
+            recipe, prompt_format=prompt_format, epochs=epochs, learning_rate=lr, scheduler=scheduler,
+            warmup_steps=warmup_steps, batch_size=batch_size, per_device_batch_size=per_device_batch_size,
+            max_length=max_length, gradient_checkpointing=gradient_checkpointing,
+        )
+        spec = MixSpec(
+            sample=sample, seed=seed, eval_fraction=eval_fraction,
+            epoch_weights=parse_weights(epoch_weights, "--epoch-weights", int),
+            op_weights=parse_weights(op_weights, "--op-weights"),
+            min_scores=parse_weights(",".join(min_score or []), "--min-score"),
+        )
+        lora_opts = None
+        if lora or qlora:
+            lora_opts = LoraOptions(r=lora_r, alpha=lora_alpha, dropout=lora_dropout, target_modules=lora_target_modules,
+                                    quantize_4bit=qlora, merge=merge)
+        result = train(TrainOptions(
+            data=data, out_dir=out, base=base, recipe=chosen, subset=subset, mix=spec, lora=lora_opts,
+            max_steps=max_steps, save_steps=save_steps, logging_steps=logging_steps, resume=resume, seed=seed, threads=threads,
+        ))
+    except (TrainDataError, TrainError, BackendError, ValueError, OSError) as exc:
+        _fail(str(exc))
+    losses = result.train_loss
+    if losses:
+        console.print(f"loss {losses[0][1]:.4f} (step {losses[0][0]}) -> {losses[-1][1]:.4f} (step {losses[-1][0]})")
+    if len(result.loss_by_epoch) > 1:
+        console.print("mean loss per pass over the data: " + ", ".join(f"{loss:.3f}" for _, loss in result.loss_by_epoch))
+    if result.eval_loss:
+        console.print(f"eval loss {result.eval_loss[0][1]:.4f} -> {result.eval_loss[-1][1]:.4f}")
+    resumed = f", resumed from step {result.start_step}" if result.resumed_from else ""
+    console.print(f"trained {result.global_step} steps in {result.seconds:.0f}s{resumed} -> {out} (model card: {out / 'README.md'})")
+
+
+@app.command()
+def score(
+    run_dir: Annotated[Path, typer.Argument(help="A RUN_DIR written by `evolinstruct evolve`.")],
+    difficulty: Annotated[bool, typer.Option("--difficulty", help="The paper's 1-10 difficulty rating (one LLM call per record).")] = False,
+    complexity: Annotated[bool, typer.Option("--complexity", help="DEITA complexity ranking of each seed with its evolutions (one call per lineage).")] = False,
+    quality: Annotated[bool, typer.Option("--quality", help="DEITA quality ranking of each lineage's responses (one call per lineage).")] = False,
+    heuristics: Annotated[bool, typer.Option("--heuristics", help="Length, constraints, steps, code, data, lexical diversity (no LLM).")] = False,
+    backend: Annotated[str | None, typer.Option(help="Backend of the scoring model (default: the run's evolving model).")] = None,
+    model: Annotated[str | None, typer.Option(help="Scoring model (default: the run's evolving model).")] = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint of the scoring model.")] = None,
+    api_key_env: Annotated[str, typer.Option(help="Environment variable that holds the API key.")] = "OPENAI_API_KEY",
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at most.")] = 32,
+    max_tokens: Annotated[int | None, typer.Option(min=1, help="Max new tokens per scoring call (default: 16 for difficulty, 8 per item for rankings).")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Score only the first N records.")] = None,
+    include_eliminated: Annotated[bool, typer.Option("--include-eliminated", help="Score eliminated evolutions too.")] = False,
+) -> None:
+    """Score a run's records (default: --heuristics --difficulty); dataset.jsonl and stats.json get the scores."""
+    from .quality.scoring import ScoreOptions, run_score, summary_table
+
+    if backend is not None and backend not in BACKENDS:
+        _fail(f"unknown backend '{backend}' (choose {', '.join(BACKENDS)})")
+    options = ScoreOptions(
+        difficulty=difficulty, complexity=complexity, quality=quality, heuristics=heuristics, backend=backend,
+        model=model, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency, max_tokens=max_tokens,
+        limit=limit, include_eliminated=include_eliminated,
+    )
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("ETA"), TimeRemainingColumn(), TextColumn("[red]unparsed {task.fields[unparsed]}[/]"),
+        console=console, transient=False,
+    )
+    task_id = None
+
+    def on_start(n_records: int, n_jobs: int, model_label: str) -> None:
+        nonlocal task_id
+        console.print(f"scoring {n_records} records ({', '.join(options.scorers())}) with {model_label} -> {run_dir}")
+        if n_jobs:
+            task_id = progress.add_task("score", total=n_jobs, unparsed=0)
+            progress.start()
+
+    def on_progress(p) -> None:
+        if task_id is not None:
+            progress.update(task_id, completed=p.done, unparsed=sum(p.parse_failures.values()))
+
+    try:
+        stats = run_score(run_dir, options, on_start=on_start, on_progress=on_progress)
+    except (FileNotFoundError, ConfigMismatch, BackendError, TemplateError, ValueError) as exc:
+        progress.stop()
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        progress.stop()
+        console.print("[yellow]interrupted[/]: every finished call is stored; rerun the same command to resume.")
+        raise typer.Exit(130) from None
+    progress.stop()
+    Console().print(summary_table(stats, run_dir))
+    run = stats["score_run"]
+    console.print(f"llm calls: {run['llm_calls']} sent, {run['cache_hits']} from cache; scores -> {run_dir / 'dataset.jsonl'}")
+    if run["call_failures"]:
+        console.print("[red]some calls failed[/]: rerun the same command to retry them.")
+        raise typer.Exit(3)
+
+
+@app.command("report")
+def report_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A RUN_DIR written by `evolinstruct evolve`.")],
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="The HTML file to write (default: RUN_DIR/report.html).")] = None,
+    eval_dirs: Annotated[list[Path] | None, typer.Option("--eval", help="An EVAL_DIR holding results.json (repeatable).")] = None,
+    diversity_map: Annotated[bool, typer.Option("--map/--no-map", help="Embed the instructions for the diversity map (a few seconds).")] = True,
+    map_limit: Annotated[int, typer.Option(min=3, help="Most instructions on the diversity map (a random sample beyond).")] = 2000,
+    tree_limit: Annotated[int, typer.Option(min=1, help="Most seeds in the evolution-tree browser (keeps the page light).")] = 1000,
+) -> None:
+    """Write one self-contained HTML report of a run: difficulty, operations, eliminations, diversity, trees."""
+    from .report import ReportError, build_report
+
+    target = out or run_dir / "report.html"
+    try:
+        info = build_report(run_dir, target, eval_dirs or [], diversity_map=diversity_map,
+                            map_limit=map_limit, tree_limit=tree_limit)
+    except ReportError as exc:
+        _fail(str(exc))
+    console.print(f"wrote {target} ({info['bytes'] / 1024:.0f} KB, {info['records']} records) in {info['seconds']:.1f}s")
+
+
+def _min_scores(pairs: list[str] | None) -> dict[str, float]:
+    scores = {}
+    for pair in pairs or []:
+        key, _, value = pair.partition("=")
+        try:
+            scores[key.strip()] = float(value)
+        except ValueError:
+            _fail(f"--min-score expects KEY=VALUE (e.g. difficulty=5), not '{pair}'")
+    return scores
+
+
+@app.command("filter")
+def filter_cmd(
+    source: Annotated[Path, typer.Argument(help="A RUN_DIR (its dataset.jsonl) or any dataset/seed file (JSONL, JSON, CSV, Parquet).")],
+    name: Annotated[str, typer.Option(help="Subset name: a RUN_DIR source writes RUN_DIR/filtered/NAME.")] = "default",
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="Output directory (required for a file source).")] = None,
+    scrub: Annotated[bool, typer.Option(help="Drop refusals and evolving-prompt leftovers.")] = True,
+    decontam: Annotated[bool, typer.Option(help="Drop prompts that overlap an eval item (n-grams).")] = True,
+    eval_set: Annotated[list[Path] | None, typer.Option(help="Eval file to decontaminate against (repeatable; default: every file in ../shared/data/eval).")] = None,
+    decontam_n: Annotated[int, typer.Option(min=1, help="Word n-gram size for decontamination.")] = 5,
+    decontam_ratio: Annotated[float, typer.Option(help="Contaminated when a prompt holds this share of an eval item's n-grams.")] = 0.7,
+    decontam_long_n: Annotated[int, typer.Option(min=0, help="Also contaminated on any shared n-gram this long (GPT-3: 13; 0: off).")] = 13,
+    exact: Annotated[bool, typer.Option(help="Drop exact duplicates (normalised text).")] = True,
+    minhash: Annotated[bool, typer.Option(help="Drop near-duplicates by MinHash LSH.")] = True,
+    minhash_threshold: Annotated[float, typer.Option(help="Jaccard similarity of word shingles at which rows are duplicates.")] = 0.7,
+    shingle_size: Annotated[int, typer.Option(min=1, help="Words per MinHash shingle (1: bag of words).")] = 2,
+    embed: Annotated[bool, typer.Option(help="Drop near-duplicates by all-MiniLM-L6-v2 embeddings.")] = True,
+    embed_threshold: Annotated[float, typer.Option(help="Cosine similarity at which rows are duplicates.")] = 0.95,
+    budget: Annotated[int | None, typer.Option(min=0, help="Select at most N rows (DEITA-like: by score, then diversity).")] = None,
+    rank_by: Annotated[str, typer.Option(help="difficulty, complexity, quality, complexity*quality or length.")] = "complexity*quality",
+    diversity_threshold: Annotated[float, typer.Option(help="Selection skips rows with cosine above this to a chosen one (1: off).")] = 0.9,
+    min_score: Annotated[list[str] | None, typer.Option(help="Keep rows whose score KEY >= VALUE, e.g. difficulty=5 (repeatable).")] = None,
+    column: Annotated[str, typer.Option(help="Column holding the instruction.")] = "instruction",
+    input_column: Annotated[str, typer.Option(help="Column holding the input ('' for none).")] = "input",
+    output_column: Annotated[str, typer.Option(help="Column holding the response ('' for none).")] = "output",
+) -> None:
+    """Write a cleaned copy of a dataset: dedup, decontaminate, scrub, select. The source is kept."""
+    from .quality.embeddings import EmbeddingsUnavailable
+    from .quality.filters import FilterConfig, filter_source, summary_table
+    from .seeds import SeedColumns
+
+    config = FilterConfig(
+        scrub=scrub, min_scores=_min_scores(min_score), decontam=decontam, eval_sets=[str(p) for p in eval_set or []],
+        decontam_n=decontam_n, decontam_ratio=decontam_ratio, decontam_long_n=decontam_long_n, exact=exact,
+        minhash=minhash, minhash_threshold=minhash_threshold, shingle_size=shingle_size, embed=embed,
+        embed_threshold=embed_threshold, budget=budget, rank_by=rank_by, diversity_threshold=diversity_threshold,
+    )
+    columns = SeedColumns(column, input_column or None, output_column or None)
+    try:
+        with console.status("filtering..."):
+            result = filter_source(source, name=name, out=out, config=config, columns=columns)
+    except (SeedError, ValueError, ImportError, EmbeddingsUnavailable) as exc:
+        _fail(str(exc))
+    Console().print(summary_table(result.stats))
+
+
+# `evolinstruct eval [OPTIONS]` runs an evaluation; `eval human-sheet` / `eval human-import` are its subcommands.
+from .evaluate.cli import eval_app  # noqa: E402  (registered last: a thin hook, the command lives in evaluate/)
+
+app.add_typer(eval_app, name="eval")
 
 
 if __name__ == "__main__":  # pragma: no cover

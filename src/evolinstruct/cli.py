@@ -23,19 +23,14 @@ from rich.table import Table
 
 from .backends.base import BACKENDS, BackendError
 from .config import EvolveConfig, ModelSpec
+from .console import console, fail, stops_cleanly
 from .seeds import SeedError
 from .store import ConfigMismatch
 from .templates import TemplateError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Evol-Instruct (WizardLM), end to end.")
-console = Console(stderr=True)
 
 SEPARATORS = {"repo": "\r\n", "newline": "\n", "blank-line": "\n\n", "space": " "}
-
-
-def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 def _spec(backend: str | None, model: str | None, base_url: str | None, key_env: str, fallback: ModelSpec | None = None) -> ModelSpec | None:
@@ -93,12 +88,12 @@ def evolve(
     from .runner import run_evolve
 
     if input_separator not in SEPARATORS:
-        _fail(f"--input-separator must be one of {', '.join(SEPARATORS)}")
+        fail(f"--input-separator must be one of {', '.join(SEPARATORS)}")
     if seed_responses not in ("generate", "keep"):
-        _fail("--seed-responses must be generate or keep")
+        fail("--seed-responses must be generate or keep")
     backend_name = backend or ("openai" if base_url else "local")
     if backend_name not in BACKENDS:
-        _fail(f"unknown backend '{backend_name}' (choose {', '.join(BACKENDS)})")
+        fail(f"unknown backend '{backend_name}' (choose {', '.join(BACKENDS)})")
     evolver = ModelSpec(backend=backend_name, model=model, base_url=base_url, api_key_env=api_key_env)
     config = EvolveConfig(
         seeds=str(seeds), epochs=epochs, limit=limit, seed=seed, templates=templates, op_weights=ops,
@@ -111,7 +106,7 @@ def evolve(
         http_client=http_client, max_calls=max_calls, max_cost=max_cost, prices=str(prices) if prices else None,
     )
     if max_cost is not None and prices is None:
-        _fail("--max-cost needs --prices FILE (a price table) to know what calls cost")
+        fail("--max-cost needs --prices FILE (a price table) to know what calls cost")
 
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -143,15 +138,8 @@ def evolve(
         rate = f"{task.speed:.2f} steps/s" if task.speed else ""
         progress.update(task_id, completed=p.steps_done, kept=p.kept, elim=p.eliminated, err=p.errors, rate=rate)
 
-    try:
+    with stops_cleanly(progress, (SeedError, TemplateError, ConfigMismatch, BackendError, ValueError)):
         stats = run_evolve(config, out, on_step=on_step, on_start=on_start)
-    except (SeedError, TemplateError, ConfigMismatch, BackendError, ValueError) as exc:
-        progress.stop()
-        _fail(str(exc))
-    except KeyboardInterrupt:
-        progress.stop()
-        console.print("[yellow]interrupted[/]: everything finished so far is stored; rerun the same command to resume.")
-        raise typer.Exit(130) from None
     if last_seen is not None:
         last_draw = 0.0
         on_step(last_seen)  # the final counts, which the redraw throttle may have skipped
@@ -199,7 +187,7 @@ def export_cmd(
     try:
         n = export(run_dir, fmt, out)
     except (FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print(f"wrote {n} rows ({fmt}) to {out}")
 
 
@@ -277,7 +265,7 @@ def train_cmd(
             max_steps=max_steps, save_steps=save_steps, logging_steps=logging_steps, resume=resume, seed=seed, threads=threads,
         ))
     except (TrainDataError, TrainError, BackendError, ValueError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     losses = result.train_loss
     if losses:
         console.print(f"loss {losses[0][1]:.4f} (step {losses[0][0]}) -> {losses[-1][1]:.4f} (step {losses[-1][0]})")
@@ -309,7 +297,7 @@ def score(
     from .quality.scoring import ScoreOptions, run_score, summary_table
 
     if backend is not None and backend not in BACKENDS:
-        _fail(f"unknown backend '{backend}' (choose {', '.join(BACKENDS)})")
+        fail(f"unknown backend '{backend}' (choose {', '.join(BACKENDS)})")
     options = ScoreOptions(
         difficulty=difficulty, complexity=complexity, quality=quality, heuristics=heuristics, backend=backend,
         model=model, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency, max_tokens=max_tokens,
@@ -333,15 +321,9 @@ def score(
         if task_id is not None:
             progress.update(task_id, completed=p.done, unparsed=sum(p.parse_failures.values()))
 
-    try:
+    with stops_cleanly(progress, (FileNotFoundError, ConfigMismatch, BackendError, TemplateError, ValueError),
+                       interrupted="every finished call is stored; rerun the same command to resume."):
         stats = run_score(run_dir, options, on_start=on_start, on_progress=on_progress)
-    except (FileNotFoundError, ConfigMismatch, BackendError, TemplateError, ValueError) as exc:
-        progress.stop()
-        _fail(str(exc))
-    except KeyboardInterrupt:
-        progress.stop()
-        console.print("[yellow]interrupted[/]: every finished call is stored; rerun the same command to resume.")
-        raise typer.Exit(130) from None
     progress.stop()
     Console().print(summary_table(stats, run_dir))
     run = stats["score_run"]
@@ -368,7 +350,7 @@ def report_cmd(
         info = build_report(run_dir, target, eval_dirs or [], diversity_map=diversity_map,
                             map_limit=map_limit, tree_limit=tree_limit)
     except ReportError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print(f"wrote {target} ({info['bytes'] / 1024:.0f} KB, {info['records']} records) in {info['seconds']:.1f}s")
 
 
@@ -379,7 +361,7 @@ def _min_scores(pairs: list[str] | None) -> dict[str, float]:
         try:
             scores[key.strip()] = float(value)
         except ValueError:
-            _fail(f"--min-score expects KEY=VALUE (e.g. difficulty=5), not '{pair}'")
+            fail(f"--min-score expects KEY=VALUE (e.g. difficulty=5), not '{pair}'")
     return scores
 
 
@@ -424,7 +406,7 @@ def filter_cmd(
         with console.status("filtering..."):
             result = filter_source(source, name=name, out=out, config=config, columns=columns)
     except (SeedError, ValueError, ImportError, EmbeddingsUnavailable) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     Console().print(summary_table(result.stats))
 
 

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from ..backends.base import BACKENDS, BackendError
 from ..config import ModelSpec
+from ..console import console, fail, stops_cleanly
 from ..store import ConfigMismatch
 
 eval_app = typer.Typer(
@@ -22,22 +23,16 @@ eval_app = typer.Typer(
     invoke_without_command=True,
     help="Evaluate a model against a reference with an LLM judge (the paper's GPT-4 evaluation), per skill.",
 )
-console = Console(stderr=True)
-
-
-def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 def _spec(role: str, backend: str | None, model: str | None, base_url: str | None, key_env: str) -> ModelSpec:
     name = backend or ("openai" if base_url else "local")
     if name not in BACKENDS:
-        _fail(f"--{role}-backend: unknown backend '{name}' (choose {', '.join(BACKENDS)})")
+        fail(f"--{role}-backend: unknown backend '{name}' (choose {', '.join(BACKENDS)})")
     if name == "local" and model and model != "embedded" and Path(model).exists() and not (Path(model) / "config.json").exists():
-        _fail(f"--{role} {model}: not a model directory (no config.json); pass a directory written by `evolinstruct train`, a hub id or 'embedded'")
+        fail(f"--{role} {model}: not a model directory (no config.json); pass a directory written by `evolinstruct train`, a hub id or 'embedded'")
     if name in ("openai", "vllm") and not model:
-        _fail(f"--{role}-backend {name} needs --{role} NAME (the model the server serves)")
+        fail(f"--{role}-backend {name} needs --{role} NAME (the model the server serves)")
     return ModelSpec(backend=name, model=model or ("embedded" if name in ("local", "llamacpp") else None), base_url=base_url, api_key_env=key_env)
 
 
@@ -82,7 +77,7 @@ def eval_main(
     if ctx.invoked_subcommand is not None:
         return
     if out is None:
-        _fail("missing option -o / --out EVAL_DIR")
+        fail("missing option -o / --out EVAL_DIR")
     from ..llm import BudgetExhausted
     from ..report.eval_section import eval_page_html
     from .runner import POSITIONS, EvalConfig, run_eval
@@ -90,7 +85,7 @@ def eval_main(
     from .testsets import TestsetError
 
     if position not in POSITIONS:
-        _fail(f"--position must be one of {', '.join(POSITIONS)}")
+        fail(f"--position must be one of {', '.join(POSITIONS)}")
     config = EvalConfig(
         testset=testset, limit=limit, data_dir=str(data_dir) if data_dir else None,
         model=_spec("model", model_backend, model, model_base_url, model_api_key_env),
@@ -119,19 +114,13 @@ def eval_main(
         if task_id is not None:
             progress.update(task_id, completed=p.done, unparsed=p.unparsed, failed=p.failed)
 
-    try:
-        results = run_eval(config, out, on_start=on_start, on_item=on_item)
-    except (TestsetError, ConfigMismatch, BackendError, ValueError) as exc:
-        progress.stop()
-        _fail(str(exc))
-    except BudgetExhausted:
-        progress.stop()
-        console.print("[yellow]stopped by --max-calls[/]: everything answered so far is stored; rerun to continue.")
-        raise typer.Exit(3) from None
-    except KeyboardInterrupt:
-        progress.stop()
-        console.print("[yellow]interrupted[/]: everything finished so far is stored; rerun the same command to resume.")
-        raise typer.Exit(130) from None
+    with stops_cleanly(progress, (TestsetError, ConfigMismatch, BackendError, ValueError)):
+        try:
+            results = run_eval(config, out, on_start=on_start, on_item=on_item)
+        except BudgetExhausted:
+            progress.stop()
+            console.print("[yellow]stopped by --max-calls[/]: everything answered so far is stored; rerun to continue.")
+            raise typer.Exit(3) from None
     progress.stop()
     (out / "report.html").write_text(eval_page_html(results, f"evolinstruct eval: {testset}"), encoding="utf-8")
     print_results(results, Console(), str(out))
@@ -153,7 +142,7 @@ def human_sheet(
     try:
         key_path, n_items, systems = write_sheet(eval_dirs, out, key, seed=seed, limit=limit)
     except HumanEvalError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print(f"wrote {out}: {n_items} questions x {len(systems)} answers; key (keep it from raters): {key_path}")
 
 
@@ -169,7 +158,7 @@ def human_import(
     try:
         stats = import_sheet(sheet, key)
     except HumanEvalError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if out:
         from ..outputs import write_json
 

@@ -148,6 +148,11 @@ def _starts_with_bracket(path: Path) -> bool:
     return head.startswith(b"[")
 
 
+def iter_json_rows(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line, row) of a JSON array or of JSON lines, whichever the file holds, streamed."""
+    yield from (_iter_json_array(path) if _starts_with_bracket(path) else _iter_jsonl(path))
+
+
 def iter_raw(path: Path) -> Iterator[tuple[int, Any]]:
     if not path.exists():
         raise SeedError(f"{path}:0: no such file")
@@ -162,7 +167,7 @@ def iter_raw(path: Path) -> Iterator[tuple[int, Any]]:
         yield from _iter_jsonl(path)
     elif suffix == ".json":
         # A .json file is usually one array (Alpaca); some are really JSON lines.
-        yield from (_iter_json_array(path) if _starts_with_bracket(path) else _iter_jsonl(path))
+        yield from iter_json_rows(path)
     else:
         raise SeedError(f"{path}:0: unknown seed format '{suffix}' (use .json, .jsonl, .csv or .parquet)")
 

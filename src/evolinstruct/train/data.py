@@ -8,14 +8,13 @@ epoch/op "unknown". Bad input is one line naming the file and line.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..outputs import DATASET
-from ..seeds import join_input
+from ..seeds import SeedError, iter_json_rows, join_input
 
 UNKNOWN = "unknown"
 
@@ -76,24 +75,11 @@ def read_examples(path: Path) -> Iterator[Example]:
 
 
 def _rows(path: Path) -> Iterator[tuple[int, Any]]:
+    # The seed readers' streaming JSON-array-or-lines reader, with its 'path:line: ...' errors.
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise TrainDataError(f"{path}: not UTF-8 text ({exc.reason})") from None
-    if text.lstrip().startswith("["):  # a JSON array (alpaca's own format), not JSONL
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise TrainDataError(f"{path}:{exc.lineno}: malformed JSON: {exc.msg}") from None
-        yield from enumerate(rows, start=1)
-        return
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            yield lineno, json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise TrainDataError(f"{path}:{lineno}: malformed JSON line: {exc.msg} (column {exc.colno})") from None
+        yield from iter_json_rows(path)
+    except SeedError as exc:
+        raise TrainDataError(str(exc)) from None
 
 
 def _example(row: Any, lineno: int) -> Example | None:

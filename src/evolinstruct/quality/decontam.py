@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..evaluate.testsets import resolve_data_dir
 from ..seeds import SeedError, iter_raw
 from .dedup import words
 
@@ -28,14 +29,11 @@ EVAL_DIR_ENV = "EVOLINSTRUCT_EVAL_DIR"
 
 
 def default_eval_dir() -> Path | None:
-    """../shared/data/eval beside the checkout (as the tests' shared_data fixture finds it), or $EVOLINSTRUCT_EVAL_DIR."""
+    """$EVOLINSTRUCT_EVAL_DIR, else eval/ in the shared data directory that `evolinstruct eval` finds (../shared/data)."""
     if os.environ.get(EVAL_DIR_ENV):
         return Path(os.environ[EVAL_DIR_ENV])
-    candidates = [
-        Path(__file__).resolve().parents[4] / "shared" / "data" / "eval",  # src/evolinstruct/quality/ -> repo/..
-        Path.cwd().parent / "shared" / "data" / "eval",
-    ]
-    return next((c for c in candidates if c.is_dir()), None)
+    data_dir = resolve_data_dir()  # the same search `evolinstruct eval` uses
+    return data_dir / "eval" if data_dir is not None and (data_dir / "eval").is_dir() else None
 
 
 @dataclass(slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from evolinstruct.evaluate.prompts import (
     load_single_prompts,
     mtbench_judge_messages,
 )
-from evolinstruct.evaluate.runner import combine_pairwise, spread_over_skills
+from evolinstruct.evaluate.runner import PAIR_HEAD, combine_pairwise, spread_over_skills
 from evolinstruct.evaluate.stats import Scored, capacity, summarize
 from evolinstruct.evaluate.testsets import TestsetError, load_testset
 from evolinstruct.report.eval_section import eval_page_html, eval_section_html
@@ -290,7 +291,9 @@ def test_end_to_end_with_the_embedded_model_resumes_without_calls(tmp_path, shar
     results = json.loads((out / "results.json").read_text())
     calls = results["calls"]["by_purpose"]["sent"]
     assert calls == {"eval_answer": 2, "eval_reference": 2, "eval_judge": 4}  # both orders judged
-    assert results["n_items"] == 2 and results["verdicts"] == 4 and 0 <= results["unparsed"] <= 4
+    # The embedded judge is guided (--judge-guide auto): every verdict opens with its two scores.
+    assert results["n_items"] == 2 and results["verdicts"] == 4 and results["unparsed"] == 0
+    assert results["settings"]["judge_guide"] == "on" and results["capacity_pct"] is not None
     assert results["n"] == sum(s["n"] for s in results["skills"]) and results["n_skills"] == 2
     assert {"model", "reference", "judge", "testset", "capacity_pct", "skills", "difficulty_bins", "win_tie_loss",
             "unparsed", "skills_over_90", "n_skills", "bootstrap"} <= set(results)
@@ -300,6 +303,7 @@ def test_end_to_end_with_the_embedded_model_resumes_without_calls(tmp_path, shar
     assert any(a["model_answer"] != a["reference_answer"] for a in answers)  # the reference samples differently
     judgments = [json.loads(line) for line in (out / "judgments.jsonl").read_text().splitlines()]
     assert [[v["model_first"] for v in j["verdicts"]] for j in judgments] == [[True, False]] * 2
+    assert all(re.match(PAIR_HEAD, v["verdict"]) for j in judgments for v in j["verdicts"])
     assert (out / "report.html").read_text().count("<svg") >= 1
     stored = stored_calls(out)
 
@@ -327,6 +331,24 @@ def test_end_to_end_with_the_embedded_model_resumes_without_calls(tmp_path, shar
     # A different setting in the same EVAL_DIR is refused in one line.
     refused = runner.invoke(app, [*args, "--position", "alternate"])
     assert refused.exit_code == 2 and "different config" in refused.output
+    unguided = runner.invoke(app, [*args, "--judge-guide", "off"])
+    assert unguided.exit_code == 2 and "different config" in unguided.output
+
+
+def test_guided_verdicts_need_an_in_process_judge(tmp_path):
+    result = runner.invoke(app, ["eval", "-o", str(tmp_path / "e"), "--judge-backend", "openai", "--judge", "gpt-4",
+                                 "--judge-guide", "on"])
+    assert result.exit_code == 2 and "--judge-guide on needs an in-process judge" in result.output
+    assert not (tmp_path / "e").exists()
+
+
+def test_guided_verdicts_are_read_from_their_head_only():
+    # The free text after a guided head may hold other numbers, even a labelled pair: only the head counts.
+    text = "3 8\nAssistant 1: 9/10, Assistant 2: 2/10 (9, 2)"
+    assert combine_pairwise([(True, text)], guided=True)["model_score"] == 3.0
+    assert combine_pairwise([(True, text)])["model_score"] == 9.0  # unguided: FastChat's robust reading
+    cut = combine_pairwise([(True, "7 1")], guided=True)  # cut off before the head's newline
+    assert cut["unparsed"] == 1 and cut["model_score"] is None
 
 
 # ---------------------------------------------------------------- MT-Bench against a real server

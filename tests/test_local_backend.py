@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
@@ -64,6 +65,18 @@ def test_oversized_prompt_fails_only_its_own_request(local):
     results = asyncio.run(local.generate([ask(huge), ask("Say hi.", temperature=0)]))
     assert results[0].error and "exceeds the context" in results[0].error
     assert results[1].ok
+
+
+def test_guided_head_is_enforced_and_the_rest_is_free(local):
+    # A prompt that invites anything but a score line: the guide still makes every sample open with one,
+    # in a batch that mixes guided and unguided rows.
+    head = r"(10|[1-9]) (10|[1-9])\n"
+    guided = [Request(ask("Tell me a story about a dragon.").messages,
+                      Sampling(temperature=1.0, max_tokens=10, seed=seed), guide=head) for seed in range(4)]
+    results = asyncio.run(local.generate([*guided, ask("Tell me a story about a dragon.", temperature=0)]))
+    assert all(r.ok and re.match(head, r.text) for r in results[:4]), [r.text for r in results]
+    assert not re.match(head, results[4].text)  # the unguided row in the same batch is untouched
+    assert any(len(r.text) > len(re.match(head, r.text).group(0)) for r in results[:4])  # free text follows
 
 
 def test_llamacpp_in_process_backend_generates():

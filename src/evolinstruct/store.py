@@ -74,6 +74,8 @@ class ConfigMismatch(RuntimeError):
 
 def call_key(model: str, request: Request) -> str:
     payload = {"model": model, "sampling": request.sampling.to_dict(), "messages": request.messages}
+    if request.guide is not None:  # only when set, so the keys of unguided calls stay as they were
+        payload["guide"] = request.guide
     blob = json.dumps(payload, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
@@ -134,7 +136,10 @@ class RunStore:
         return Result(text=row[0], prompt_tokens=row[1], completion_tokens=row[2], finish_reason=row[3])
 
     def save_call(self, key: str, purpose: str, model: str, request: Request, result: Result) -> None:
-        req = json.dumps({"messages": request.messages, "sampling": request.sampling.to_dict()}, ensure_ascii=False)
+        stored: dict = {"messages": request.messages, "sampling": request.sampling.to_dict()}
+        if request.guide is not None:
+            stored["guide"] = request.guide
+        req = json.dumps(stored, ensure_ascii=False)
         self.db.execute("BEGIN")
         self.db.execute(
             "INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -30,6 +30,9 @@ class Sampling:
 class Request:
     messages: list[dict[str, str]]
     sampling: Sampling = field(default_factory=Sampling)
+    # A regex the response must start with (see backends/guide.py). The in-process backends (local,
+    # llamacpp) enforce it while decoding; callers only set it for a backend that does.
+    guide: str | None = None
 
 
 @dataclass(slots=True)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .base import BackendError, Request, Result
+from .guide import TOP_CANDIDATES, TokenGuide, head_complete, token_pieces
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class _Row:
     prompt_ids: list[int]
     generator: Any
     tokens: list[int] = field(default_factory=list)
+    guiding: bool = False  # the request has a guide whose head is not complete yet
 
 
 class LocalBackend:
@@ -77,6 +79,7 @@ class LocalBackend:
         params = inspect.signature(self._model.forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self.max_batch = max_batch
+        self._token_guide: TokenGuide | None = None
         self._queue: queue.Queue[_Row | None] = queue.Queue()
         self._closed = False
         self.steps = 0  # decoding steps taken, for benchmarks
@@ -106,7 +109,7 @@ class LocalBackend:
             return future
         generator = self._torch.Generator(device=self.device)
         generator.manual_seed(request.sampling.seed if request.sampling.seed is not None else 0)
-        self._queue.put(_Row(request, future, ids, generator))
+        self._queue.put(_Row(request, future, ids, generator, guiding=request.guide is not None))
         return future
 
     async def aclose(self) -> None:
@@ -231,12 +234,32 @@ class LocalBackend:
             "logits": torch.cat([a["logits"], b["logits"]], dim=0),
         }
 
+    def _guide(self, row: _Row, logits: Any) -> Any:
+        """The row's logits with every token that cannot lead to its guide's head masked out."""
+        text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
+        if head_complete(row.request.guide, text):
+            row.guiding = False
+            return logits
+        if self._token_guide is None:  # built on the first guided request: about a second for 49K tokens
+            self._token_guide = TokenGuide(token_pieces(self.tokenizer), self._eos.tolist())
+        ranked = logits.topk(min(TOP_CANDIDATES, logits.shape[-1])).indices.tolist()
+        allowed = self._token_guide.allowed(row.request.guide, text, ranked)
+        if not allowed:  # the head cannot be reached from here (a bad pattern): stop guiding
+            row.guiding = False
+            return logits
+        masked = self._torch.full_like(logits, float("-inf"))
+        index = self._torch.tensor(allowed, device=logits.device)
+        masked[index] = logits[index]
+        return masked
+
     def _sample(self, rows: list[_Row], logits: Any) -> list[int]:
         torch = self._torch
         logits = logits.float()
         picks: list[int] = []
         for i, row in enumerate(rows):
             s = row.request.sampling
+            if row.guiding:
+                logits[i] = self._guide(row, logits[i])
             if s.temperature <= 0:
                 picks.append(int(logits[i].argmax()))
                 continue

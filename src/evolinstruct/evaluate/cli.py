@@ -56,6 +56,7 @@ def eval_main(
     judge_base_url: Annotated[str | None, typer.Option(help="Endpoint of the judge.")] = None,
     judge_api_key_env: Annotated[str, typer.Option(help="Environment variable with the judge endpoint's API key.")] = "OPENAI_API_KEY",
     position: Annotated[str, typer.Option(help="swap: judge both orders and average; alternate: the paper's order, the model first on odd ids.")] = "swap",
+    judge_guide: Annotated[str, typer.Option(help="Guided verdicts: the judge must open with its scores (enforced while decoding). auto: on for an in-process (local) judge, off for a served one.")] = "auto",
     temperature: Annotated[float | None, typer.Option(min=0.0, help="Answer temperature (default: the paper's 1; MT-Bench: FastChat's per category).")] = None,
     top_p: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Answer top-p (default 0.9; MT-Bench 1).")] = None,
     max_tokens: Annotated[int | None, typer.Option(min=1, help="Max new tokens per answer (default 2048; MT-Bench 1024).")] = None,
@@ -80,12 +81,14 @@ def eval_main(
         fail("missing option -o / --out EVAL_DIR")
     from ..llm import BudgetExhausted
     from ..report.eval_section import eval_page_html
-    from .runner import POSITIONS, EvalConfig, run_eval
+    from .runner import GUIDES, POSITIONS, EvalConfig, resolve_guide, run_eval
     from .tables import print_results
     from .testsets import TestsetError
 
     if position not in POSITIONS:
         fail(f"--position must be one of {', '.join(POSITIONS)}")
+    if judge_guide not in GUIDES:
+        fail(f"--judge-guide must be one of {', '.join(GUIDES)}")
     config = EvalConfig(
         testset=testset, limit=limit, data_dir=str(data_dir) if data_dir else None,
         model=_spec("model", model_backend, model, model_base_url, model_api_key_env),
@@ -94,9 +97,14 @@ def eval_main(
         temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
         reference_temperature=reference_temperature, reference_seed=reference_seed,
         judge_temperature=judge_temperature, judge_max_tokens=judge_max_tokens, position=position,
+        judge_guide=judge_guide,
         bootstrap=bootstrap, concurrency=concurrency,
         request_timeout=request_timeout, max_retries=max_retries, max_calls=max_calls,
     )
+    try:
+        resolve_guide(judge_guide, config.judge)
+    except ValueError as exc:
+        fail(str(exc))
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -46,6 +46,18 @@ def parse_pair_scores(text: str) -> tuple[float, float] | None:
     return None
 
 
+_HEAD = re.compile(rf"{_NUMBER} {_NUMBER}\n")
+
+
+def parse_head_scores(text: str) -> tuple[float, float] | None:
+    """The "s1 s2" line a guided verdict opens with, or None (a verdict cut off before its head ended)."""
+    found = _HEAD.match(text or "")
+    if not found:
+        return None
+    scores = (float(found.group(1)), float(found.group(2)))
+    return scores if _in_range(*scores) else None
+
+
 def parse_rating(text: str) -> float | None:
     """MT-Bench's "[[rating]]" (FastChat falls back to "[rating]"; we also accept "Rating: 7"), or None."""
     for pattern in _RATING:

@@ -24,7 +24,7 @@ from ..llm import Budget, CachedLLM, CallCounters
 from ..outputs import write_json
 from ..slots import PrioritySlots
 from ..store import RunStore
-from .parsing import parse_pair_scores, parse_rating
+from .parsing import parse_head_scores, parse_pair_scores, parse_rating
 from .prompts import judge_category, load_pair_prompts, load_single_prompts, mtbench_judge_messages
 from .stats import Scored, summarize
 from .testsets import BUILTIN, EvalItem, data_file, load_testset
@@ -50,7 +50,25 @@ EMBEDDED_JUDGE_MAX_TOKENS = 64
 
 def is_embedded(spec: ModelSpec) -> bool:
     return spec.backend == "local" and spec.model in (None, "", "embedded")
+
+
 POSITIONS = ("swap", "alternate")
+# Guided verdicts (a departure from FastChat, for small in-process judges; see docs/EVAL.md): the verdict
+# must open with its scores, which the local backend enforces while decoding (backends/guide.py). The
+# judge still chooses the numbers; the explanation that follows is free.
+GUIDES = ("auto", "on", "off")
+GUIDED_BACKENDS = ("local",)
+PAIR_HEAD = r"(10|[1-9]) (10|[1-9])\n"
+RATING_HEAD = r"Rating: \[\[(10|[1-9])\]\]\n"
+
+
+def resolve_guide(choice: str, judge: ModelSpec) -> bool:
+    """auto: guide an in-process judge, where a small model needs it; leave a served judge as FastChat has it."""
+    if choice not in GUIDES:
+        raise ValueError(f"--judge-guide must be one of {', '.join(GUIDES)}, not '{choice}'")
+    if choice == "on" and judge.backend not in GUIDED_BACKENDS:
+        raise ValueError(f"--judge-guide on needs an in-process judge ({', '.join(GUIDED_BACKENDS)}); the judge is '{judge.backend}'")
+    return choice == "on" or (choice == "auto" and judge.backend in GUIDED_BACKENDS)
 
 
 @dataclass(slots=True)
@@ -70,6 +88,7 @@ class EvalConfig:
     judge_temperature: float | None = None  # None: FastChat's reviewer setting (0.2; MT-Bench 0)
     judge_max_tokens: int | None = None
     position: str = "swap"  # swap: judge both orders; alternate: the paper's odd/even order
+    judge_guide: str = "auto"  # auto|on|off: verdicts that must open with their scores (in-process judges)
     bootstrap: int = 1000
     # Operational: speed and limits only, not bound to EVAL_DIR.
     concurrency: int = 32
@@ -83,6 +102,7 @@ class EvalConfig:
             data.pop(key)
         for role in ("model", "reference", "judge"):
             data[role] = {"backend": data[role]["backend"], "model": data[role]["model"] or "embedded"}
+        data["judge_guide"] = "on" if resolve_guide(self.judge_guide, self.judge) else "off"
         data["testset_sha256"] = testset_digest
         return data
 
@@ -114,6 +134,7 @@ class Evaluation:
         self.progress = EvalProgress()
         self.pair_prompts = load_pair_prompts(config.data_dir) if kind == "pairwise" else {}
         self.single_prompts = load_single_prompts(config.data_dir) if kind == "mtbench" else {}
+        self.guided = resolve_guide(config.judge_guide, config.judge)
 
     # ------------------------------------------------------------------ sampling
     def answer_sampling(self, item: EvalItem, role: str, turn: int) -> Sampling:
@@ -181,9 +202,10 @@ class Evaluation:
             request = Request(
                 prompt.messages(item.question, first, second),
                 self.judge_sampling(prompt.temperature, prompt.max_tokens, item.id, "model_first" if model_first else "model_second"),
+                guide=PAIR_HEAD if self.guided else None,
             )
             verdicts.append((model_first, (await self._call("judge", "eval_judge", request)).text))
-        return {"prompt": prompt.category, **combine_pairwise(verdicts)}
+        return {"prompt": prompt.category, **combine_pairwise(verdicts, guided=self.guided)}
 
     async def single(self, item: EvalItem, model: list[str], reference: list[str]) -> dict[str, Any]:
         out: dict[str, Any] = {"turns_graded": []}
@@ -191,7 +213,11 @@ class Evaluation:
             grades = {}
             for role, answers in (("model", model), ("reference", reference)):
                 name, messages = mtbench_judge_messages(self.single_prompts, item, answers, turn)
-                request = Request(messages, self.judge_sampling(MTBENCH_JUDGE["temperature"], MTBENCH_JUDGE["max_tokens"], item.id, role, turn))
+                request = Request(
+                    messages,
+                    self.judge_sampling(MTBENCH_JUDGE["temperature"], MTBENCH_JUDGE["max_tokens"], item.id, role, turn),
+                    guide=RATING_HEAD if self.guided else None,
+                )
                 text = (await self._call("judge", "eval_judge", request)).text
                 grades[role] = {"prompt": name, "rating": parse_rating(text), "verdict": text}
             out["turns_graded"].append(grades)
@@ -222,11 +248,14 @@ class Evaluation:
         return row
 
 
-def combine_pairwise(verdicts: list[tuple[bool, str]]) -> dict[str, Any]:
-    """Each side's score from one or two verdicts: (model shown first?, judge text) -> the mean over parsed ones."""
+def combine_pairwise(verdicts: list[tuple[bool, str]], guided: bool = False) -> dict[str, Any]:
+    """Each side's score from one or two verdicts: (model shown first?, judge text) -> the mean over parsed ones.
+
+    A guided verdict is read from its head only: the free text after it may mention other numbers.
+    """
     model_scores, reference_scores, parsed = [], [], []
     for model_first, text in verdicts:
-        scores = parse_pair_scores(text)
+        scores = parse_head_scores(text) if guided else parse_pair_scores(text)
         parsed.append({"model_first": model_first, "verdict": text, "scores": list(scores) if scores else None})
         if scores is None:
             continue
@@ -377,6 +406,7 @@ def build_results(config: EvalConfig, kind: str, rows: list[dict[str, Any]], lab
             "reference_seed": config.reference_seed if config.reference_seed is not None else config.seed + 1,
             "judge_temperature": config.judge_temperature,
             "judge_max_tokens": config.judge_max_tokens,
+            "judge_guide": "on" if resolve_guide(config.judge_guide, config.judge) else "off",
             "defaults": "mtbench: FastChat (per-category temperature, 1024 tokens; judge 0, 2048)" if kind == "mtbench"
             else "WizardLM inference (temperature 1, top-p 0.9, 2048 tokens); judge: FastChat reviewer (0.2, 1024)",
         },

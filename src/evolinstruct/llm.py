@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from .backends.base import Backend, Request, Result
 from .slots import PrioritySlots
-from .store import RunStore, call_key
+from .store import RunStore, key_of, request_json
 
 
 @dataclass(slots=True)
@@ -85,7 +85,8 @@ class CachedLLM:
 
     async def __call__(self, purpose: str, request: Request, remaining: int = 0) -> Result:
         """One call. `remaining`: calls the caller's chain has left after this one (slot priority)."""
-        key = call_key(self.backend.model, request)
+        canonical = request_json(self.backend.model, request)
+        key = key_of(canonical)
         hit = self.store.cached(key)
         if hit is not None:
             self.counters.cache_hits[purpose] += 1
@@ -103,7 +104,7 @@ class CachedLLM:
                 result = (await self.backend.generate([request]))[0]
             if result.ok:
                 self.budget.cost += price_of(self.budget.prices, self.backend.model, result.prompt_tokens, result.completion_tokens)
-                self.store.save_call(key, purpose, self.backend.model, request, result)
+                self.store.save_call(key, purpose, self.backend.model, canonical, result)
                 self.counters.sent[purpose] += 1
                 self.counters.prompt_tokens[purpose] += result.prompt_tokens
                 self.counters.completion_tokens[purpose] += result.completion_tokens

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -143,12 +145,34 @@ def load_prices(path: str | None) -> dict[str, dict[str, float]]:
     return data
 
 
+# Young-generation threshold while a run is in flight. With a thousand requests in flight, each holding
+# a task, a future and its buffers, CPython's default (700 allocations) ran a young collection ~30 times
+# a second over tens of thousands of live objects, plus full collections of up to 180 ms: 3.2 s of pauses
+# in a 31 s run at C=1024 (measured with gc.callbacks). Almost everything a call allocates is freed by
+# reference counting, so collecting rarely loses nothing; cycles are still collected.
+RUN_GC_THRESHOLD = (50_000, 20, 100)
+
+
+@contextmanager
+def throughput_gc() -> Iterator[None]:
+    """Freeze what startup allocated (never garbage) and collect young objects rarely; restore after."""
+    before = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(*RUN_GC_THRESHOLD)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
+
+
 def run_evolve(
     config: EvolveConfig,
     run_dir: str | Path,
     on_step: Callable[[Progress], None] | None = None,
     on_start: Callable[[int, bool], None] | None = None,
 ) -> dict[str, Any]:
-    return asyncio.run(
-        _run_async(config, Path(run_dir), on_step or (lambda _p: None), on_start or (lambda _n, _r: None))
-    )
+    with throughput_gc():
+        return asyncio.run(
+            _run_async(config, Path(run_dir), on_step or (lambda _p: None), on_start or (lambda _n, _r: None))
+        )

@@ -675,6 +675,47 @@ def ratios(rows: list[dict]) -> list[str]:
     return out
 
 
+def targets(report: dict) -> list[str]:
+    """The throughput issue's done-when criteria, each with this run's number and met / not met."""
+    rows = [r for r in report.get("throughput", []) if not r.get("skipped") and not r.get("rc") and not r.get("timed_out")]
+    out = []
+
+    def line(what: str, value: str, ok: bool | None) -> None:
+        out.append(f"| {what} | {value} | {'-' if ok is None else ('met' if ok else '**not met**')} |")
+
+    for slots, latency, goal in ((256, 0.5, 0.90), (1024, 1.0, 0.80)):
+        ev = next((r for r in rows if r["tool"] == "evolinstruct" and r["slots"] == slots), None)
+        if ev:
+            model = ev.get("model_req_per_s")
+            ceiling = f"; zero-overhead model of this workload: {model / ev['ideal_req_per_s']:.1%}" if model else ""
+            line(f"C={slots}, L={latency}: at least {goal:.0%} of ideal", f"{ev['frac_ideal']:.1%}{ceiling}",
+                 ev["frac_ideal"] >= goal)
+    ev = next((r for r in rows if r["tool"] == "evolinstruct" and r["slots"] == 256), None)
+    dist = [r for r in rows if r["tool"] == "distilabel" and r["slots"] == 256]
+    if ev and dist:
+        best = max(dist, key=lambda r: r["req_per_s"])
+        default = next((r for r in dist if r["batch"] == 50), None)
+        line("at least 2.5x distilabel's best (C=256)", f"{ev['req_per_s'] / best['req_per_s']:.2f}x (batch {best['batch']})",
+             ev["req_per_s"] / best["req_per_s"] >= 2.5)
+        if default:
+            line("at least 8x distilabel's default (C=256)", f"{ev['req_per_s'] / default['req_per_s']:.2f}x",
+                 ev["req_per_s"] / default["req_per_s"] >= 8)
+    scale = report.get("scale") or {}
+    if "5000" in scale and "52002" in scale and scale["5000"].get("peak_rss_mb") and scale["52002"].get("peak_rss_mb"):
+        growth = scale["52002"]["peak_rss_mb"] / scale["5000"]["peak_rss_mb"]
+        line("peak RSS grows at most 1.5x from 5K to 52K seeds", f"{growth:.2f}x", growth <= 1.5)
+    local = report.get("local") or {}
+    one, sixteen = (local.get("max_batch=1") or {}).get("tokens_per_s"), (local.get("max_batch=16") or {}).get("tokens_per_s")
+    if one and sixteen:
+        line("batched local engine at least 3x unbatched (16 concurrent)", f"{sixteen / one:.2f}x", sixteen / one >= 3)
+    if report.get("faults"):
+        line("faults: every seed accounted for; a resume with faults off completes", "see Fault test",
+             bool(report["faults"].get("ok")))
+    if not out:
+        return []
+    return ["| criterion | this run | |", "| --- | ---: | --- |", *out]
+
+
 def md_table(rows: list[dict]) -> str:
     head = "| " + " | ".join(n for n, _ in COLUMNS) + " | notes |"
     sep = "|" + "|".join(" --- " if n == "run" else " ---: " for n, _ in COLUMNS) + "| --- |"
@@ -729,6 +770,15 @@ def write_doc(report: dict) -> None:
     rs = ratios(rows)
     if rs:
         lines += ["## Ratios", ""] + [f"- {x}" for x in rs] + [""]
+    checks = targets(report)
+    if checks:
+        lines += ["## Against the targets", "", *checks, "",
+                  "The model column is the ceiling of the workload itself: each seed is a chain of about 13 dependent "
+                  "calls, so near the end fewer chains than slots are left and the slots drain on lognormal stragglers. "
+                  "At C=256 with 500 seeds that ceiling is about 90-91% of C/L before any client cost, so 90% measured "
+                  "would leave the process start, the client and the server (which share 2 cores) about 1% in all. "
+                  "Running the seed's answer or the judge and the answer in parallel does not lift the ceiling above "
+                  "91.4% (`bench/schedule_variants.py`).", ""]
     if report.get("profiles"):
         lines += ["## Where evolinstruct spends its CPU (py-spy)", ""]
         for label, prof in report["profiles"].items():

@@ -9,8 +9,9 @@ if [ ! -x "$venv/bin/python" ]; then
     "$python" -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --quiet --upgrade pip
-# Pins: see bench/README.md (distilabel 1.5.3 predates some of today's releases of its dependencies).
-"$venv/bin/python" -m pip install --quiet "distilabel[openai]==1.5.3" ${DISTILABEL_EXTRA_PINS:-}
+# Pins: see bench/README.md (distilabel 1.5.3 predates some of today's releases of its dependencies;
+# it imports `requests`, which newer huggingface_hub releases no longer pull in).
+"$venv/bin/python" -m pip install --quiet "distilabel[openai]==1.5.3" requests ${DISTILABEL_EXTRA_PINS:-}
 "$venv/bin/python" - <<'PY'
 import importlib.metadata as md
 from distilabel.steps.tasks import EvolInstruct  # noqa: F401

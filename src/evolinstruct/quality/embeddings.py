@@ -27,6 +27,9 @@ def load_embedder():
         raise EmbeddingsUnavailable(
             "embeddings need the 'quality' extra: pip install 'evolinstruct[quality]'"
         ) from exc
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the weight-loading bar would interleave with our own output
     return SentenceTransformer(str(get_model_path()), device="cpu")
 
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from evolinstruct.cli import app
 from evolinstruct.evaluate.human import CRITERIA, HumanEvalError, import_sheet, write_sheet
-from evolinstruct.evaluate.parsing import parse_pair_scores, parse_rating
+from evolinstruct.evaluate.parsing import PAIR_HEAD, parse_pair_scores, parse_rating
 from evolinstruct.evaluate.prompts import (
     JUDGE_CATEGORY,
     judge_category,
@@ -20,7 +20,7 @@ from evolinstruct.evaluate.prompts import (
     load_single_prompts,
     mtbench_judge_messages,
 )
-from evolinstruct.evaluate.runner import PAIR_HEAD, combine_pairwise, spread_over_skills
+from evolinstruct.evaluate.runner import combine_pairwise, spread_over_skills
 from evolinstruct.evaluate.stats import Scored, capacity, summarize
 from evolinstruct.evaluate.testsets import TestsetError, load_testset
 from evolinstruct.report.eval_section import eval_page_html, eval_section_html

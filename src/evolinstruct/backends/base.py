@@ -31,8 +31,8 @@ class Sampling:
 class Request:
     messages: list[dict[str, str]]
     sampling: Sampling = field(default_factory=Sampling)
-    # A regex the response must start with (see backends/guide.py). The in-process backends (local,
-    # llamacpp) enforce it while decoding; callers only set it for a backend that does.
+    # A regex the response must start with (see backends/guide.py). The local backend enforces it while
+    # decoding; the others do not, so callers set it only for a local backend.
     guide: str | None = None
 
 

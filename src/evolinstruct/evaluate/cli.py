@@ -81,14 +81,12 @@ def eval_main(
         fail("missing option -o / --out EVAL_DIR")
     from ..llm import BudgetExhausted
     from ..report.eval_section import eval_page_html
-    from .runner import GUIDES, POSITIONS, EvalConfig, resolve_guide, run_eval
+    from .runner import POSITIONS, EvalConfig, run_eval
     from .tables import print_results
     from .testsets import TestsetError
 
     if position not in POSITIONS:
         fail(f"--position must be one of {', '.join(POSITIONS)}")
-    if judge_guide not in GUIDES:
-        fail(f"--judge-guide must be one of {', '.join(GUIDES)}")
     config = EvalConfig(
         testset=testset, limit=limit, data_dir=str(data_dir) if data_dir else None,
         model=_spec("model", model_backend, model, model_base_url, model_api_key_env),
@@ -102,7 +100,7 @@ def eval_main(
         request_timeout=request_timeout, max_retries=max_retries, max_calls=max_calls,
     )
     try:
-        resolve_guide(judge_guide, config.judge)
+        config.guided()  # a bad --judge-guide fails here, before EVAL_DIR is created
     except ValueError as exc:
         fail(str(exc))
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

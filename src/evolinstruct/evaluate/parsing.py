@@ -46,16 +46,15 @@ def parse_pair_scores(text: str) -> tuple[float, float] | None:
     return None
 
 
-_HEAD = re.compile(rf"{_NUMBER} {_NUMBER}\n")
+# The heads a guided judge must open with (see evaluate/runner.py and backends/guide.py).
+PAIR_HEAD = r"(10|[1-9]) (10|[1-9])\n"
+RATING_HEAD = r"Rating: \[\[(10|[1-9])\]\]\n"
 
 
 def parse_head_scores(text: str) -> tuple[float, float] | None:
-    """The "s1 s2" line a guided verdict opens with, or None (a verdict cut off before its head ended)."""
-    found = _HEAD.match(text or "")
-    if not found:
-        return None
-    scores = (float(found.group(1)), float(found.group(2)))
-    return scores if _in_range(*scores) else None
+    """The scores a guided verdict opens with (PAIR_HEAD), or None (a verdict cut off before its head ended)."""
+    found = re.match(PAIR_HEAD, text or "")
+    return (float(found.group(1)), float(found.group(2))) if found else None
 
 
 def parse_rating(text: str) -> float | None:

@@ -24,7 +24,7 @@ from ..llm import Budget, CachedLLM, CallCounters
 from ..outputs import write_json
 from ..slots import PrioritySlots
 from ..store import RunStore
-from .parsing import parse_head_scores, parse_pair_scores, parse_rating
+from .parsing import PAIR_HEAD, RATING_HEAD, parse_head_scores, parse_pair_scores, parse_rating
 from .prompts import judge_category, load_pair_prompts, load_single_prompts, mtbench_judge_messages
 from .stats import Scored, summarize
 from .testsets import BUILTIN, EvalItem, data_file, load_testset
@@ -58,8 +58,6 @@ POSITIONS = ("swap", "alternate")
 # judge still chooses the numbers; the explanation that follows is free.
 GUIDES = ("auto", "on", "off")
 GUIDED_BACKENDS = ("local",)
-PAIR_HEAD = r"(10|[1-9]) (10|[1-9])\n"
-RATING_HEAD = r"Rating: \[\[(10|[1-9])\]\]\n"
 
 
 def resolve_guide(choice: str, judge: ModelSpec) -> bool:
@@ -96,13 +94,16 @@ class EvalConfig:
     max_retries: int = 6
     max_calls: int | None = None
 
+    def guided(self) -> bool:
+        return resolve_guide(self.judge_guide, self.judge)
+
     def bound(self, testset_digest: str) -> dict[str, Any]:
         data = asdict(self)
         for key in ("limit", "data_dir", "concurrency", "request_timeout", "max_retries", "max_calls", "bootstrap"):
             data.pop(key)
         for role in ("model", "reference", "judge"):
             data[role] = {"backend": data[role]["backend"], "model": data[role]["model"] or "embedded"}
-        data["judge_guide"] = "on" if resolve_guide(self.judge_guide, self.judge) else "off"
+        data["judge_guide"] = "on" if self.guided() else "off"
         data["testset_sha256"] = testset_digest
         return data
 
@@ -134,7 +135,7 @@ class Evaluation:
         self.progress = EvalProgress()
         self.pair_prompts = load_pair_prompts(config.data_dir) if kind == "pairwise" else {}
         self.single_prompts = load_single_prompts(config.data_dir) if kind == "mtbench" else {}
-        self.guided = resolve_guide(config.judge_guide, config.judge)
+        self.guided = config.guided()
 
     # ------------------------------------------------------------------ sampling
     def answer_sampling(self, item: EvalItem, role: str, turn: int) -> Sampling:
@@ -406,7 +407,7 @@ def build_results(config: EvalConfig, kind: str, rows: list[dict[str, Any]], lab
             "reference_seed": config.reference_seed if config.reference_seed is not None else config.seed + 1,
             "judge_temperature": config.judge_temperature,
             "judge_max_tokens": config.judge_max_tokens,
-            "judge_guide": "on" if resolve_guide(config.judge_guide, config.judge) else "off",
+            "judge_guide": "on" if config.guided() else "off",
             "defaults": "mtbench: FastChat (per-category temperature, 1024 tokens; judge 0, 2048)" if kind == "mtbench"
             else "WizardLM inference (temperature 1, top-p 0.9, 2048 tokens); judge: FastChat reviewer (0.2, 1024)",
         },

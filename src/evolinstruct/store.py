@@ -150,8 +150,8 @@ class RunStore:
         row = (key, purpose, model, canonical_request, result.text, result.prompt_tokens, result.completion_tokens,
                result.finish_reason, time.time())
         if key not in self._failed_keys:
-            # The common case is one statement, committed on its own: at 1,000 calls/s the extra
-            # BEGIN/DELETE/COMMIT round trips were a tenth of the client's CPU.
+            # The common case is one statement, committed on its own. At 1,000 calls/s save_call was 12% of
+            # the client's CPU (py-spy), and three of its four statements were this BEGIN/DELETE/COMMIT.
             self.db.execute("INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
             return
         self.db.execute("BEGIN")

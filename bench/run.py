@@ -652,19 +652,25 @@ def print_table(rows: list[dict]) -> None:
     Console(width=250).print(t)
 
 
+def side_by_side(rows: list[dict], tag: tuple[int, float]) -> tuple[dict | None, dict | None, dict | None, dict | None]:
+    """(evolinstruct, distilabel best, distilabel default batch 50, sequential): the finished runs at one (C, L)."""
+    same = [r for r in rows if not r.get("skipped") and (r["slots"], r["latency"]) == tag and not r.get("rc") and not r.get("timed_out")]
+    ev = next((r for r in same if r["tool"] == "evolinstruct"), None)
+    dist = [r for r in same if r["tool"] == "distilabel"]
+    best = max(dist, key=lambda r: r["req_per_s"]) if dist else None
+    default = next((r for r in dist if r["batch"] == 50), None)
+    seq = next((r for r in same if r["tool"] == "sequential"), None)
+    return ev, best, default, seq
+
+
 def ratios(rows: list[dict]) -> list[str]:
     out = []
     for tag in sorted({(r["slots"], r["latency"]) for r in rows if not r.get("skipped")}):
-        same = [r for r in rows if not r.get("skipped") and (r["slots"], r["latency"]) == tag and not r.get("rc") and not r.get("timed_out")]
-        ev = next((r for r in same if r["tool"] == "evolinstruct"), None)
-        dist = [r for r in same if r["tool"] == "distilabel"]
-        seq = next((r for r in same if r["tool"] == "sequential"), None)
+        ev, best, default, seq = side_by_side(rows, tag)
         if not ev:
             continue
         head = f"C={tag[0]}, L={tag[1]}"
-        if dist:
-            best = max(dist, key=lambda r: r["req_per_s"])
-            default = next((r for r in dist if r["batch"] == 50), None)
+        if best:
             out.append(f"{head}: evolinstruct / distilabel best (batch {best['batch']}) = "
                        f"{ev['req_per_s'] / best['req_per_s']:.2f}x req/s, {ev['evolutions_per_s'] / best['evolutions_per_s']:.2f}x evolutions/s")
             if default and default is not best:
@@ -677,29 +683,26 @@ def ratios(rows: list[dict]) -> list[str]:
 
 def targets(report: dict) -> list[str]:
     """The throughput issue's done-when criteria, each with this run's number and met / not met."""
-    rows = [r for r in report.get("throughput", []) if not r.get("skipped") and not r.get("rc") and not r.get("timed_out")]
+    rows = report.get("throughput", [])
     out = []
 
-    def line(what: str, value: str, ok: bool | None) -> None:
-        out.append(f"| {what} | {value} | {'-' if ok is None else ('met' if ok else '**not met**')} |")
+    def line(what: str, value: str, ok: bool) -> None:
+        out.append(f"| {what} | {value} | {'met' if ok else '**not met**'} |")
 
     for slots, latency, goal in ((256, 0.5, 0.90), (1024, 1.0, 0.80)):
-        ev = next((r for r in rows if r["tool"] == "evolinstruct" and r["slots"] == slots), None)
+        ev = side_by_side(rows, (slots, latency))[0]
         if ev:
             model = ev.get("model_req_per_s")
             ceiling = f"; zero-overhead model of this workload: {model / ev['ideal_req_per_s']:.1%}" if model else ""
             line(f"C={slots}, L={latency}: at least {goal:.0%} of ideal", f"{ev['frac_ideal']:.1%}{ceiling}",
                  ev["frac_ideal"] >= goal)
-    ev = next((r for r in rows if r["tool"] == "evolinstruct" and r["slots"] == 256), None)
-    dist = [r for r in rows if r["tool"] == "distilabel" and r["slots"] == 256]
-    if ev and dist:
-        best = max(dist, key=lambda r: r["req_per_s"])
-        default = next((r for r in dist if r["batch"] == 50), None)
+    ev, best, default, _ = side_by_side(rows, (256, 0.5))
+    if ev and best:
         line("at least 2.5x distilabel's best (C=256)", f"{ev['req_per_s'] / best['req_per_s']:.2f}x (batch {best['batch']})",
              ev["req_per_s"] / best["req_per_s"] >= 2.5)
-        if default:
-            line("at least 8x distilabel's default (C=256)", f"{ev['req_per_s'] / default['req_per_s']:.2f}x",
-                 ev["req_per_s"] / default["req_per_s"] >= 8)
+    if ev and default:
+        line("at least 8x distilabel's default (C=256)", f"{ev['req_per_s'] / default['req_per_s']:.2f}x",
+             ev["req_per_s"] / default["req_per_s"] >= 8)
     scale = report.get("scale") or {}
     if "5000" in scale and "52002" in scale and scale["5000"].get("peak_rss_mb") and scale["52002"].get("peak_rss_mb"):
         growth = scale["52002"]["peak_rss_mb"] / scale["5000"]["peak_rss_mb"]

@@ -13,7 +13,7 @@ WHEEL_CACHE ?= $(HOME)/.cache/evolinstruct/wheels
 SEEDS ?= examples/seeds.jsonl
 RUN_DIR ?= runs/demo
 
-.PHONY: demo test setup setup-test lint bench clean
+.PHONY: demo test test-fast setup setup-test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,10 @@ demo: setup
 
 test: setup-test
 	$(BIN)/pytest -q
+
+# Everything but the tests marked slow (the embedded model, a server process, a browser): seconds, no llama.cpp.
+test-fast: setup
+	$(BIN)/pytest -q -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check src tests bench

@@ -531,8 +531,8 @@ def section_scale(args) -> dict:
 
 LOCAL_SCRIPT = r"""
 import asyncio, json, sys, time
-from evolinstruct.backends.base import Request, Sampling
-from evolinstruct.backends.local import LocalBackend
+from evolinstruct.models.base import Request, Sampling
+from evolinstruct.models.local import LocalBackend
 n, max_batch, max_tokens = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 b = LocalBackend(model="embedded", max_batch=max_batch)
 reqs = [Request([{"role": "user", "content": f"Write a short story about the number {i}."}],

@@ -1,4 +1,4 @@
-"""Regenerate src/evolinstruct/template_sets/{repo,paper}.json.
+"""Regenerate src/evolinstruct/evolve/template_sets/{repo,paper}.json.
 
 `repo.json` is built from the byte-exact strings of the WizardLM repo (Evol_Instruct/depth.py and
 breadth.py @cd4b4cc0) as extracted in ../shared/data/prompts/wizardlm_evol_and_paper_prompts.json,
@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parents[1] / "src" / "evolinstruct" / "template_sets"
+OUT = Path(__file__).resolve().parents[1] / "src" / "evolinstruct" / "evolve" / "template_sets"
 DEFAULT_SRC = Path(__file__).resolve().parents[2] / "shared" / "data" / "prompts" / "wizardlm_evol_and_paper_prompts.json"
 
 # The paper's six data formats for "complicate input" (appendix: XML data, SQL database,

@@ -3,7 +3,8 @@
 `start_llama_server` launches `python -m llama_cpp.server` on the embedded GGUF (SmolLM2-135M-Instruct)
 and waits until `GET /v1/models` answers; `stop_llama_server` ends it. The session fixture
 `llama_server` shares one server across the test session; `llama_server_factory` starts extra ones
-(for tests that kill and restart a server) and stops whatever is left at teardown.
+(for tests that kill and restart a server) and stops whatever is left at teardown. `scripted`
+registers the scripted backend (tests/scripted.py) for one test: no model, no server.
 
 A missing llama-cpp-python is a failure, not a skip: `make test` installs it.
 """
@@ -25,6 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from evolinstruct.models.registry import REGISTRY
+from scripted import Script, ScriptedBackend
 
 SERVER_MODEL = "smollm2"  # the --model_alias the server answers to
 SERVER_START_TIMEOUT = 60.0
@@ -72,7 +76,7 @@ def _require_llama_cpp() -> None:
 
 
 def _gguf() -> Path:
-    from evolinstruct.embedded import gguf_path
+    from evolinstruct.models.embedded import gguf_path
 
     return gguf_path()
 
@@ -224,3 +228,16 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.fail(f"{path} is missing: the tests read public data from ../shared/data beside the checkout")
     return path
+
+
+@pytest.fixture
+def scripted(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Script]:
+    """Register the scripted backend (tests/scripted.py) under "scripted" for one test, with the given
+    rules; returns its `Script` (rules and the log of calls). The registry is restored afterwards."""
+
+    def use(*rules: tuple) -> Script:
+        script = Script(list(rules))
+        monkeypatch.setitem(REGISTRY, "scripted", ScriptedBackend.using(script))
+        return script
+
+    return use

@@ -5,12 +5,17 @@ from __future__ import annotations
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 from evolinstruct.store import RunStore
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "seeds.jsonl"
+# The `evolinstruct` command as a subprocess: the console script beside this interpreter (what users
+# run), else the same entry point through -c (`evolinstruct.cli` is a package with no __main__).
+_SCRIPT = Path(sys.executable).with_name("evolinstruct")
+CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-c", "from evolinstruct.cli import app; app()"]
 
 
 def stored_calls(run_dir: Path) -> int:

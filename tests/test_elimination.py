@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from evolinstruct.elimination import (
+from evolinstruct.evolve.rules import (
     COPIED_PROMPT,
     EMPTY,
     NO_INFORMATION_GAIN,

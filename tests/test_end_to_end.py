@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from evolinstruct.config import EvolveConfig
-from evolinstruct.elimination import REASONS
-from evolinstruct.outputs import export
-from evolinstruct.runner import run_evolve
+from evolinstruct.evolve.config import Algorithm, EvolveConfig, SamplingConfig, Source
+from evolinstruct.evolve.export import export
+from evolinstruct.evolve.rules import REASONS
+from evolinstruct.evolve.run import run_evolve
+from evolinstruct.models.base import Transport
 from evolinstruct.store import ConfigMismatch
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "seeds.jsonl"
@@ -26,7 +27,10 @@ def read_jsonl(path: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("e2e") / "run"
-    config = EvolveConfig(seeds=str(EXAMPLES), limit=5, epochs=2, max_tokens=24, concurrency=8, seed=3)
+    config = EvolveConfig(
+        source=Source(seeds=str(EXAMPLES), limit=5), algorithm=Algorithm(epochs=2, seed=3),
+        sampling=SamplingConfig(max_tokens=24), transport=Transport(concurrency=8),
+    )
     stats = run_evolve(config, run_dir)
     return config, run_dir, stats
 
@@ -79,7 +83,7 @@ def test_rerun_replays_every_call_from_the_store(demo_run):
 
 def test_other_config_is_refused(demo_run):
     config, run_dir, _ = demo_run
-    other = replace(config, epochs=3)
+    other = replace(config, algorithm=replace(config.algorithm, epochs=3))
     with pytest.raises(ConfigMismatch, match="epochs"):
         run_evolve(other, run_dir)
 

@@ -13,7 +13,10 @@ from typer.testing import CliRunner
 
 from evolinstruct.cli import app
 from evolinstruct.quality.embeddings import load_embedder
-from evolinstruct.quality.filters import FilterConfig, _embed_rows, filter_source, scrub_evidence
+from evolinstruct.quality.filter import FilterConfig, filter_source
+from evolinstruct.quality.filter.base import Row
+from evolinstruct.quality.filter.embedding import embed_rows
+from evolinstruct.quality.filter.scrub import scrub_evidence
 
 ONLY_DECONTAM = {"scrub": False, "exact": False, "minhash": False, "embed": False}
 
@@ -175,9 +178,7 @@ def test_selection_respects_budget_rank_and_diversity(tmp_path, alpaca, embedder
     lowest_kept = min(r["scores"]["complexity"] * r["scores"]["quality"] for r in kept)
     over = [r["evidence"]["score"] for r in removed.values() if r["reason"] == "selection_over_budget" and r["evidence"]["score"]]
     assert over and max(over) <= lowest_kept  # nothing better was left out for lack of room
-    from evolinstruct.quality.filters import Survivor
-
-    vectors = _embed_rows([Survivor(0, r["id"], r["instruction"], r["input"], None, 0.0) for r in kept])
+    vectors = embed_rows([Row(0, r["id"], r["instruction"], r["input"], None, 0.0) for r in kept])
     sims = vectors @ vectors.T
     np.fill_diagonal(sims, 0.0)
     assert sims.max() <= threshold

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from evolinstruct.backends.guide import TokenGuide, fits, head_complete
+from evolinstruct.models.guide import TokenGuide, fits, head_complete
 
 PAIR = r"(10|[1-9]) (10|[1-9])\n"
 

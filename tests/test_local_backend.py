@@ -7,14 +7,16 @@ import re
 
 import pytest
 
-from evolinstruct.backends import Request, Sampling, make_backend
+from evolinstruct.models import ModelSpec, Request, Sampling, Transport, build
+from evolinstruct.models.local import LocalBackend
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def local():
-    backend = make_backend("local", max_batch=8)
+    backend = build(ModelSpec(backend="local"), Transport(concurrency=8))  # the registry's way, as a run builds it
+    assert isinstance(backend, LocalBackend) and backend.max_batch == 8  # --concurrency caps the batch
     yield backend
     asyncio.run(backend.aclose())
 
@@ -80,7 +82,7 @@ def test_guided_head_is_enforced_and_the_rest_is_free(local):
 
 
 def test_llamacpp_in_process_backend_generates():
-    llamacpp = make_backend("llamacpp", "embedded")
+    llamacpp = build(ModelSpec(backend="llamacpp", model="embedded"), Transport())
     try:
         results = asyncio.run(llamacpp.generate([ask("What is the capital of France?", temperature=0), ask("Say hi.")]))
     finally:
@@ -90,7 +92,7 @@ def test_llamacpp_in_process_backend_generates():
 
 
 def test_max_batch_is_a_hard_cap():
-    capped = make_backend("local", max_batch=2)
+    capped = LocalBackend(max_batch=2)
     try:
         results = asyncio.run(capped.generate([ask(f"Count to {i}.", temperature=0, max_tokens=8) for i in range(5)]))
     finally:

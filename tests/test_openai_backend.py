@@ -8,8 +8,8 @@ import time
 import pytest
 
 from conftest import free_port
-from evolinstruct.backends.base import Request, Result, Sampling
-from evolinstruct.backends.openai_backend import OpenAIBackend
+from evolinstruct.models.base import Request, Result, Sampling
+from evolinstruct.models.openai import OpenAIBackend
 
 
 def _generate(backend: OpenAIBackend, requests: list[Request]) -> list[Result]:

@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
 
 from evolinstruct.seeds import read_seeds
-from runhelpers import kill_after, replay_into, stored_calls
-
-pytestmark = pytest.mark.slow
+from runhelpers import CLI, kill_after, replay_into, stored_calls
 
 
+@pytest.mark.slow
 def test_kill_and_resume_against_a_server(llama_server, tmp_path, shared_data):
     seeds = shared_data / "seeds" / "alpaca_52k.json"
     run_dir = tmp_path / "x"
 
     def command(out, concurrency):
-        return [sys.executable, "-m", "evolinstruct.cli", "evolve", str(seeds), "--limit", "6", "--epochs", "2",
+        return [*CLI, "evolve", str(seeds), "--limit", "6", "--epochs", "2",
                 "-o", str(out), "--backend", "openai", "--base-url", llama_server.base_url,
                 "--model", llama_server.model, "--max-tokens", "24", "--concurrency", str(concurrency)]
 
@@ -51,7 +49,7 @@ def test_missing_key_for_a_remote_endpoint_is_one_clear_line(tmp_path, monkeypat
     seeds = tmp_path / "s.jsonl"
     seeds.write_text('{"instruction": "hi"}\n')
     proc = subprocess.run(
-        [sys.executable, "-m", "evolinstruct.cli", "evolve", str(seeds), "-o", str(tmp_path / "r"),
+        [*CLI, "evolve", str(seeds), "-o", str(tmp_path / "r"),
          "--backend", "openai", "--model", "gpt-4o-mini", "--api-key-env", "MY_KEY"],
         capture_output=True, text=True, timeout=120,
     )

@@ -9,11 +9,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from evolinstruct.backends import Request, Sampling
-from evolinstruct.backends.openai_backend import OpenAIBackend, retry_after_seconds
-from evolinstruct.backends.ratelimit import RateLimiter
-
-pytestmark = pytest.mark.slow
+from evolinstruct.models import Request, Sampling
+from evolinstruct.models.openai import OpenAIBackend, retry_after_seconds
+from evolinstruct.models.ratelimit import RateLimiter
 
 
 class FaultProxy:
@@ -60,6 +58,7 @@ def ask(text: str) -> Request:
     return Request([{"role": "user", "content": text}], Sampling(temperature=0, max_tokens=4))
 
 
+@pytest.mark.slow
 def test_retries_429_500_and_resets_then_succeeds(llama_server):
     async def run(url):
         backend = OpenAIBackend(model=llama_server.model, base_url=url, max_retries=4, backoff_base=0.05, timeout=60)
@@ -78,6 +77,7 @@ def test_retries_429_500_and_resets_then_succeeds(llama_server):
     assert elapsed >= 1.0
 
 
+@pytest.mark.slow
 def test_gives_up_with_an_error_result_and_does_not_retry_4xx(llama_server):
     async def run(url):
         backend = OpenAIBackend(model=llama_server.model, base_url=url, max_retries=2, backoff_base=0.01)

@@ -12,7 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from evolinstruct.cli import app
-from evolinstruct.quality.heuristics import (
+from evolinstruct.evolve.templates import load_templates
+from evolinstruct.quality.score.heuristics import (
     HEURISTIC_SCORERS,
     TokenCounter,
     code_kinds,
@@ -22,8 +23,8 @@ from evolinstruct.quality.heuristics import (
     heuristic_scores,
     mtld,
 )
-from evolinstruct.quality.parsing import parse_difficulty, parse_ranking
-from evolinstruct.quality.scoring import (
+from evolinstruct.quality.score.parsing import parse_difficulty, parse_ranking
+from evolinstruct.quality.score.run import (
     ScoreOptions,
     ScoreProgress,
     Scorers,
@@ -34,7 +35,6 @@ from evolinstruct.quality.scoring import (
 )
 from evolinstruct.records import Record
 from evolinstruct.store import RunStore
-from evolinstruct.templates import load_templates
 from runhelpers import EXAMPLES
 
 runner = CliRunner()
@@ -131,6 +131,7 @@ def test_mtld() -> None:
     assert mtld(varied) > mtld(repetitive)
 
 
+@pytest.mark.slow  # the embedded model's tokenizer
 def test_heuristic_scores_of_a_record() -> None:
     tokens = TokenCounter()
     assert tokens.name == "SmolLM2-135M-Instruct"  # the embedded tokenizer, not the word-count fallback
@@ -201,16 +202,38 @@ def test_rankings_group_lineages_and_skip_single_items() -> None:
     assert progress.skipped == {"complexity": 1, "quality": 1}
 
 
-def test_scoring_model_defaults_to_the_runs_evolver() -> None:
-    stored = {"evolver": {"backend": "openai", "model": "llama-8b"}}
-    spec = model_spec(stored, ScoreOptions())
-    assert (spec.backend, spec.model, spec.base_url) == ("openai", "llama-8b", None)
-    spec = model_spec(stored, ScoreOptions(base_url="http://127.0.0.1:9/v1"))
-    assert (spec.backend, spec.model, spec.base_url) == ("openai", "llama-8b", "http://127.0.0.1:9/v1")
-    spec = model_spec({"evolver": {"backend": "local", "model": None}}, ScoreOptions())
-    assert (spec.backend, spec.model) == ("local", None)
-    spec = model_spec(stored, ScoreOptions(backend="local"))
-    assert (spec.backend, spec.model) == ("local", None)  # the embedded model, not the server's name
+def _store_with(tmp_path: Path, **meta: dict) -> RunStore:
+    store = RunStore(tmp_path / "run")
+    for key, value in meta.items():
+        store.set_meta(key, value)
+    return store
+
+
+def test_scoring_model_defaults_to_the_runs_evolver(tmp_path: Path) -> None:
+    # A run made before runs kept their roles: only the bound config's backend and model.
+    store = _store_with(tmp_path, config={"evolver": {"backend": "openai", "model": "llama-8b"}})
+    try:
+        spec = model_spec(store, ScoreOptions())
+        assert (spec.backend, spec.model, spec.base_url) == ("openai", "llama-8b", None)
+        spec = model_spec(store, ScoreOptions(base_url="http://127.0.0.1:9/v1"))
+        assert (spec.backend, spec.model, spec.base_url) == ("openai", "llama-8b", "http://127.0.0.1:9/v1")
+        spec = model_spec(store, ScoreOptions(backend="local"))
+        assert (spec.backend, spec.model) == ("local", None)  # the embedded model, not the server's name
+        # A run that keeps its roles: its evolver's endpoint too, unless --base-url says otherwise.
+        store.set_meta("roles", {"evolver": {"backend": "openai", "model": "llama-8b", "base_url": "http://127.0.0.1:8/v1"},
+                                 "responder": None, "judge": None})
+        spec = model_spec(store, ScoreOptions())
+        assert (spec.backend, spec.model, spec.base_url) == ("openai", "llama-8b", "http://127.0.0.1:8/v1")
+        spec = model_spec(store, ScoreOptions(base_url="http://127.0.0.1:9/v1"))
+        assert (spec.backend, spec.model, spec.base_url) == ("openai", "llama-8b", "http://127.0.0.1:9/v1")
+    finally:
+        store.close()
+    local_run = _store_with(tmp_path / "local", config={"evolver": {"backend": "local", "model": None}})
+    try:
+        spec = model_spec(local_run, ScoreOptions())
+        assert (spec.backend, spec.model) == ("local", None)
+    finally:
+        local_run.close()
 
 
 # ------------------------------------------------------------------------------------------ the command

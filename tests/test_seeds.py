@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from evolinstruct.seeds import SeedColumns, SeedError, SeedReadStats, join_input, read_seeds
+from evolinstruct.records import join_input
+from evolinstruct.seeds import SeedColumns, SeedError, SeedReadStats, read_seeds
+from runhelpers import CLI
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "seeds"
 
@@ -82,7 +83,7 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path):
     seeds.write_text('{"instruction": "fine"}\n{oops}\n')
     out = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "evolinstruct.cli", "evolve", str(seeds), "-o", str(out)],
+        [*CLI, "evolve", str(seeds), "-o", str(out)],
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2
@@ -92,7 +93,7 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path):
     assert not out.exists()
 
     missing = subprocess.run(
-        [sys.executable, "-m", "evolinstruct.cli", "evolve", str(tmp_path / "nope.json"), "-o", str(out)],
+        [*CLI, "evolve", str(tmp_path / "nope.json"), "-o", str(out)],
         capture_output=True, text=True, timeout=120,
     )
     assert missing.returncode == 2 and "nope.json:0: no such file" in missing.stderr

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from evolinstruct.operations import choose_data_format, choose_operation, parse_weights
-from evolinstruct.templates import ALL_OPS, TemplateError, load_templates
+from evolinstruct.evolve.operations import choose_data_format, choose_operation, parse_weights
+from evolinstruct.evolve.templates import ALL_OPS, TemplateError, load_templates
 
 PROMPTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "prompts" / "wizardlm_evol_and_paper_prompts.json"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from evolinstruct.outputs import convert
+from evolinstruct.evolve.export import convert
 from evolinstruct.train import (
     LoraOptions,
     MixSpec,
@@ -162,7 +162,7 @@ def one_thread():
 @pytest.mark.slow
 @pytest.mark.parametrize("prompt_format", ["paper", "chat"])
 def test_loss_mask_covers_exactly_the_response(tmp_path: Path, prompt_format: str) -> None:
-    from evolinstruct.embedded import resolve_model_path
+    from evolinstruct.models.embedded import resolve_model_path
     from evolinstruct.train.trainer import build_trainer
 
     rows = dataset_rows(3, 1)
@@ -192,16 +192,24 @@ def test_loss_mask_covers_exactly_the_response(tmp_path: Path, prompt_format: st
         assert tokenizer.decode(labels[first:]) == response_text
 
 
+GENERATE_TOKENS = 8
+
+
 def _generate(model_dir: Path, prompt: str) -> str:
-    from evolinstruct.backends.base import Request, Sampling
-    from evolinstruct.backends.local import LocalBackend
+    """A greedy answer of the trained model: a non-empty text of 1..GENERATE_TOKENS new tokens."""
+    from evolinstruct.models.base import Request, Sampling
+    from evolinstruct.models.local import LocalBackend
 
     backend = LocalBackend(str(model_dir), threads=1)
     try:
-        [result] = asyncio.run(backend.generate([Request([{"role": "user", "content": prompt}], Sampling(temperature=0, max_tokens=8))]))
+        request = Request([{"role": "user", "content": prompt}], Sampling(temperature=0, max_tokens=GENERATE_TOKENS))
+        [result] = asyncio.run(backend.generate([request]))
     finally:
         asyncio.run(backend.aclose())
     assert result.ok, result.error
+    assert isinstance(result.text, str) and result.text.strip(), result
+    assert 0 < result.completion_tokens <= GENERATE_TOKENS and result.prompt_tokens > 0, result
+    assert result.finish_reason in ("stop", "length"), result
     return result.text
 
 
@@ -259,4 +267,5 @@ def test_resume_continues_from_the_checkpoint(tmp_path: Path, one_thread: int) -
     assert [step for step, _ in second.train_loss] == [1, 2, 3, 4, 5]
     # --no-merge leaves the adapter in OUT_DIR, which transformers loads on top of its base
     assert (out / "adapter_model.safetensors").exists() and not (out / "model.safetensors").exists()
-    assert _generate(out, "Describe tea.") is not None
+    text = _generate(out, "Describe tea.")  # base + adapter: a real answer, within the token limit
+    assert text.strip()

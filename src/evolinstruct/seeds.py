@@ -15,8 +15,6 @@ from typing import Any
 
 from .records import Seed
 
-REPO_INPUT_SEPARATOR = "\r\n"  # the WizardLM repo joins instruction and input with "\r\n"
-
 
 class SeedError(ValueError):
     """A seed file that cannot be read; the message is one line: 'path:line: what is wrong'."""
@@ -218,8 +216,3 @@ def read_seeds(
         stats.read += 1
         yield Seed(index=index, instruction=instruction, input=input_text, output=output, source=f"{path.name}:{lineno}")
         index += 1
-
-
-def join_input(instruction: str, input_text: str, separator: str = REPO_INPUT_SEPARATOR) -> str:
-    """The prompt text of a seed: instruction, then its input, as the WizardLM repo joins them."""
-    return f"{instruction}{separator}{input_text}" if input_text.strip() else instruction

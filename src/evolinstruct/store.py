@@ -19,14 +19,15 @@ import hashlib
 import json
 import sqlite3
 import time
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from statistics import fmean
 from typing import Any
 
-from .backends.base import Request, Result
+from .models.base import Request, Result
 from .records import Record
-
-STORE_FILE = "run.sqlite"
+from .rundir import STORE_FILE
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -72,6 +73,10 @@ class ConfigMismatch(RuntimeError):
     pass
 
 
+class StoreError(RuntimeError):
+    """A run store that cannot be opened as asked; the message names the file."""
+
+
 def request_json(model: str, request: Request) -> str:
     """A call's canonical JSON: what its key hashes and what the store keeps as its request."""
     payload: dict[str, Any] = {"model": model, "sampling": request.sampling.to_dict(), "messages": request.messages}
@@ -89,10 +94,24 @@ def call_key(model: str, request: Request) -> str:
 
 
 class RunStore:
-    def __init__(self, run_dir: str | Path) -> None:
+    """All SQL of a run lives here. `readonly=True` opens an existing store without ever writing it
+    (the report); otherwise the store is created and migrated."""
+
+    def __init__(self, run_dir: str | Path, readonly: bool = False) -> None:
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / STORE_FILE
+        self.readonly = readonly
+        if readonly:
+            if not self.path.is_file():
+                raise StoreError(f"{self.path}: no run store here; run `evolinstruct evolve SEEDS -o {self.run_dir}` first")
+            try:
+                self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+                self.db.execute("SELECT 1 FROM records LIMIT 1")
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"{self.path}: not a readable run store ({exc})") from None
+            self._failed_keys: set[str] = set()
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
@@ -199,7 +218,8 @@ class RunStore:
         )
         self.db.execute("COMMIT")
 
-    def iter_records(self, status: str | None = None) -> Iterator[Record]:
+    def iter_record_dicts(self, status: str | None = None) -> Iterator[dict[str, Any]]:
+        """Records as stored (plain dicts), in lineage order: seed by seed, epoch by epoch."""
         sql = "SELECT data FROM records"
         args: tuple[Any, ...] = ()
         if status:
@@ -207,7 +227,11 @@ class RunStore:
             args = (status,)
         sql += " ORDER BY seed_index, epoch, id"
         for (data,) in self.db.execute(sql, args):
-            yield Record.from_dict(json.loads(data))
+            yield json.loads(data)
+
+    def iter_records(self, status: str | None = None) -> Iterator[Record]:
+        for data in self.iter_record_dicts(status):
+            yield Record.from_dict(data)
 
     # ------------------------------------------------------------------ scores
     def save_scores(self, rows: Iterable[tuple[str, str, float | None, dict[str, Any] | str]]) -> None:
@@ -221,9 +245,53 @@ class RunStore:
     def scores(self) -> dict[str, dict[str, float | None]]:
         """record_id -> {scorer: value}; a value is None where the scorer's output did not parse."""
         out: dict[str, dict[str, float | None]] = {}
+        if not self.has_table("scores"):  # a store opened read-only before its scores migration
+            return out
         for record_id, scorer, value in self.db.execute("SELECT record_id, scorer, value FROM scores ORDER BY scorer"):
             out.setdefault(record_id, {})[scorer] = value
         return out
 
+    def score_summary(self) -> dict[str, Any]:
+        """stats.json's "scores" section. Per scorer, over the kept records (the dataset): how many have a
+        value, how many did not parse, the mean, and the mean by epoch, epoch "0" being the seeds: the
+        paper's difficulty-by-round table. Eliminated records' scores are summarised apart."""
+        if not self.has_table("scores"):
+            return {}
+        values: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+        failures: dict[str, int] = defaultdict(int)
+        eliminated: dict[str, list[float]] = defaultdict(list)
+        rows = self.db.execute(
+            "SELECT s.scorer, r.epoch, r.status, s.value FROM scores s JOIN records r ON r.id = s.record_id"
+        )
+        for scorer, epoch, status, value in rows:
+            if status != "kept":
+                if value is not None:
+                    eliminated[scorer].append(value)
+                continue
+            if value is None:
+                failures[scorer] += 1
+            else:
+                values[scorer][epoch].append(value)
+        summary: dict[str, Any] = {}
+        for scorer in sorted(set(values) | set(failures) | set(eliminated)):
+            all_values = [v for vs in values[scorer].values() for v in vs]
+            entry: dict[str, Any] = {
+                "scored": len(all_values),
+                "parse_failures": failures[scorer],
+                "mean": _mean(all_values),
+                "by_epoch": {str(e): _mean(vs) for e, vs in sorted(values[scorer].items())},
+            }
+            if eliminated[scorer]:
+                entry["eliminated"] = {"scored": len(eliminated[scorer]), "mean": _mean(eliminated[scorer])}
+            summary[scorer] = entry
+        return summary
+
+    def has_table(self, name: str) -> bool:
+        return self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
     def close(self) -> None:
         self.db.close()
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(fmean(values), 3) if values else None

@@ -20,9 +20,6 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 CRITERIA = ("overall", "relevance", "knowledgeable", "reasoning", "calculation", "accuracy")
 RANK_COLUMNS = tuple(f"rank_{c}" for c in CRITERIA)
 COLUMNS = ("sheet_id", "rater", "item", "letter", "question", "answer", *RANK_COLUMNS)
@@ -241,25 +238,3 @@ def ranking_stats(ranks: dict[str, dict[tuple[str, str], dict[str, int]]], syste
         }
     out["raters"] = len({rater for by_question in ranks.values() for rater, _ in by_question})
     return out
-
-
-def print_human_stats(stats: dict[str, Any], console: Console) -> None:
-    if not any(c["rankings"] for c in stats["criteria"].values()):
-        console.print("[yellow]no ranks filled in yet[/]: raters fill the rank_* columns (1 = best)")
-    table = Table(title="mean rank (1 = best)", title_justify="left")
-    table.add_column("system")
-    for criterion in CRITERIA:
-        table.add_column(criterion, justify="right")
-    for system in stats["systems"]:
-        cells = []
-        for criterion in CRITERIA:
-            mean = stats["criteria"][criterion]["mean_rank"][system]
-            cells.append("-" if mean is None else f"{mean:.2f}")
-        table.add_row(system, *cells)
-    console.print(table)
-    pairs = Table(title="win rate, overall (ties count half)", title_justify="left")
-    for column in ("pair", "win", "tie", "loss", "win rate"):
-        pairs.add_column(column, justify="left" if column == "pair" else "right")
-    for name, p in stats["criteria"]["overall"]["pairwise"].items():
-        pairs.add_row(name, str(p["win"]), str(p["tie"]), str(p["loss"]), "-" if p["win_rate"] is None else f"{p['win_rate']:.2f}")
-    console.print(pairs)

@@ -9,7 +9,6 @@ limit reuses every stored call.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -17,11 +16,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..backends.base import Backend, Request, Result, Sampling, make_backend
-from ..config import ModelSpec
-from ..config import file_digest as _file_digest
-from ..llm import Budget, CachedLLM, CallCounters
-from ..outputs import write_json
+from ..calls import Budget, CachedLLM, CallCounters
+from ..models.base import Backend, ModelSpec, Request, Result, Sampling, Transport, capabilities
+from ..models.registry import Backends, backend_class
+from ..models.spec import is_embedded
+from ..records import derive_seed, file_digest
+from ..rundir import write_json
 from ..slots import PrioritySlots
 from ..store import RunStore
 from .parsing import PAIR_HEAD, RATING_HEAD, parse_head_scores, parse_pair_scores, parse_rating
@@ -48,25 +48,23 @@ EMBEDDED_ANSWER_MAX_TOKENS = 256
 EMBEDDED_JUDGE_MAX_TOKENS = 64
 
 
-def is_embedded(spec: ModelSpec) -> bool:
-    return spec.backend == "local" and spec.model in (None, "", "embedded")
-
-
 POSITIONS = ("swap", "alternate")
 # Guided verdicts (a departure from FastChat, for small in-process judges; see docs/EVAL.md): the verdict
-# must open with its scores, which the local backend enforces while decoding (backends/guide.py). The
+# must open with its scores, which the local backend enforces while decoding (models/guide.py). The
 # judge still chooses the numbers; the explanation that follows is free.
 GUIDES = ("auto", "on", "off")
-GUIDED_BACKENDS = ("local",)
 
 
 def resolve_guide(choice: str, judge: ModelSpec) -> bool:
-    """auto: guide an in-process judge, where a small model needs it; leave a served judge as FastChat has it."""
+    """auto: guide a judge whose backend can decode under a guide (in-process, where a small model needs
+    it); leave a served judge as FastChat has it."""
     if choice not in GUIDES:
         raise ValueError(f"--judge-guide must be one of {', '.join(GUIDES)}, not '{choice}'")
-    if choice == "on" and judge.backend not in GUIDED_BACKENDS:
-        raise ValueError(f"--judge-guide on needs an in-process judge ({', '.join(GUIDED_BACKENDS)}); the judge is '{judge.backend}'")
-    return choice == "on" or (choice == "auto" and judge.backend in GUIDED_BACKENDS)
+    can = capabilities(backend_class(judge.backend)).guides
+    if choice == "on" and not can:
+        raise ValueError(f"--judge-guide on needs an in-process judge whose backend decodes under a guide "
+                         f"(such as local); the judge's backend is '{judge.backend}'")
+    return choice == "on" or (choice == "auto" and can)
 
 
 @dataclass(slots=True)
@@ -114,12 +112,6 @@ class EvalProgress:
     done: int = 0
     failed: int = 0
     unparsed: int = 0
-
-
-def derive_seed(*parts: object) -> int:
-    """A sampling seed from (run seed, role, question, turn): stable across runs and processes."""
-    digest = hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()
-    return int(digest[:8], 16)
 
 
 class _Failed(Exception):
@@ -280,75 +272,33 @@ def _sign(x: float) -> int:
     return (x > 0) - (x < 0)
 
 
-def _backend_key(spec: ModelSpec) -> tuple:
-    return (spec.backend, spec.model or "embedded", spec.base_url, spec.api_key_env)
-
-
-def _build(spec: ModelSpec, config: EvalConfig, cache: dict[tuple, Backend]) -> Backend:
-    """One backend per distinct (backend, model, endpoint): the embedded default serves all three roles."""
-    key = _backend_key(spec)
-    if key not in cache:
-        options: dict[str, Any] = {}
-        if spec.backend == "openai":
-            options = {"base_url": spec.base_url, "api_key_env": spec.api_key_env, "concurrency": config.concurrency,
-                       "timeout": config.request_timeout, "max_retries": config.max_retries}
-        elif spec.backend in ("local", "vllm"):
-            options = {"max_batch": min(config.concurrency, 64)}
-        if spec.backend == "local":
-            cache[key] = LazyBackend(spec, options)
-        else:
-            cache[key] = make_backend(spec.backend, spec.model, **options)
-    return cache[key]
-
-
-class LazyBackend:
-    """The local backend, loaded on the first call that misses the store: a resumed eval starts at once."""
-
-    name = "local"
-
-    def __init__(self, spec: ModelSpec, options: dict[str, Any]) -> None:
-        from ..embedded import resolve_model_path
-
-        self.model = resolve_model_path(spec.model)[1]  # the name calls are cached under, known without loading
-        self._spec, self._options = spec, options
-        self._backend: Backend | None = None
-        self._lock = asyncio.Lock()
-
-    async def generate(self, requests: list[Request]) -> list[Result]:
-        async with self._lock:
-            if self._backend is None:
-                self._backend = await asyncio.to_thread(make_backend, "local", self._spec.model, **self._options)
-        return await self._backend.generate(requests)
-
-    async def aclose(self) -> None:
-        if self._backend is not None:
-            await self._backend.aclose()
-
-
 def _label(spec: ModelSpec, backend: Backend) -> str:
-    return backend.model if spec.backend == "local" else f"{backend.model} ({spec.backend})"
+    """An in-process model by its name; a served one with its backend, since the name alone is ambiguous."""
+    return backend.model if capabilities(backend).in_process else f"{backend.model} ({spec.backend})"
 
 
-async def _run_async(config: EvalConfig, out: Path, on_start: Callable[[int, bool], None], on_item: Callable[[EvalProgress], None]) -> dict[str, Any]:
+async def _eval_async(config: EvalConfig, out: Path, on_start: Callable[[int, bool], None], on_item: Callable[[EvalProgress], None]) -> dict[str, Any]:
     started = time.perf_counter()
     kind, items = load_testset(config.testset, config.data_dir, None)
-    digest = _file_digest(str(data_file(BUILTIN[config.testset], config.data_dir) if config.testset in BUILTIN else config.testset))
+    digest = file_digest(str(data_file(BUILTIN[config.testset], config.data_dir) if config.testset in BUILTIN else config.testset))
     items = spread_over_skills(items, config.limit)
     store = RunStore(out)
-    backends: dict[tuple, Backend] = {}
+    transport = Transport(concurrency=config.concurrency, request_timeout=config.request_timeout,
+                          max_retries=config.max_retries)
+    backends = Backends(transport, lazy=True)  # a resumed eval whose calls are stored loads no model
     try:
         resumed = store.bind_config(config.bound(digest))
         counters = CallCounters()
         budget = Budget(max_calls=config.max_calls)
         slots = PrioritySlots(config.concurrency)
         specs = {"model": config.model, "reference": config.reference, "judge": config.judge}
-        roles = {role: CachedLLM(_build(spec, config, backends), store, counters, budget, slots) for role, spec in specs.items()}
+        roles = {role: CachedLLM(backends.get(spec), store, counters, budget, slots) for role, spec in specs.items()}
         evaluation = Evaluation(config, kind, roles, on_item)
         evaluation.progress.total = len(items)
         on_start(len(items), resumed)
         rows = await asyncio.gather(*(evaluation.run_item(item) for item in items))
         elapsed = time.perf_counter() - started
-        labels = {role: _label(spec, backends[_backend_key(spec)]) for role, spec in specs.items()}
+        labels = {role: _label(spec, backends.get(spec)) for role, spec in specs.items()}
         results = build_results(config, kind, rows, labels)
         results["calls"] = {
             "sent": sum(counters.sent.values()),
@@ -358,11 +308,10 @@ async def _run_async(config: EvalConfig, out: Path, on_start: Callable[[int, boo
         }
         results["resumed"] = resumed
         results["seconds"] = round(elapsed, 3)
-        write_outputs(out, rows, results)
+        write_eval_outputs(out, rows, results)
         return results
     finally:
-        for backend in backends.values():
-            await backend.aclose()
+        await backends.aclose()
         store.close()
 
 
@@ -436,7 +385,7 @@ def _mtbench_turns(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def write_outputs(out: Path, rows: list[dict[str, Any]], results: dict[str, Any]) -> None:
+def write_eval_outputs(out: Path, rows: list[dict[str, Any]], results: dict[str, Any]) -> None:
     answer_keys = ("id", "skill", "difficulty", "turns", "model_answer", "reference_answer", "error")
     with open(out / ANSWERS, "w", encoding="utf-8") as f:
         for row in rows:
@@ -454,4 +403,4 @@ def run_eval(
     on_start: Callable[[int, bool], None] | None = None,
     on_item: Callable[[EvalProgress], None] | None = None,
 ) -> dict[str, Any]:
-    return asyncio.run(_run_async(config, Path(out), on_start or (lambda _n, _r: None), on_item or (lambda _p: None)))
+    return asyncio.run(_eval_async(config, Path(out), on_start or (lambda _n, _r: None), on_item or (lambda _p: None)))

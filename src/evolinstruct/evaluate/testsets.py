@@ -8,12 +8,11 @@ working directory. Every problem is one line naming the file (and line): `Testse
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-DATA_ENV = "EVOLINSTRUCT_DATA"
+from ..datadir import DATA_ENV, resolve_data_dir
 
 BUILTIN = {
     "wizardlm": "eval/wizardlm_testset_218.jsonl",
@@ -47,20 +46,6 @@ class EvalItem:
     @property
     def question(self) -> str:
         return self.turns[0]
-
-
-def resolve_data_dir(data_dir: str | Path | None = None) -> Path | None:
-    """The shared data directory, or None when none of the candidate places has one."""
-    if data_dir:
-        return Path(data_dir)
-    if os.environ.get(DATA_ENV):
-        return Path(os.environ[DATA_ENV])
-    here = Path(__file__).resolve()
-    # src/evolinstruct/evaluate/testsets.py -> the checkout is parents[3]; ../shared/data beside it.
-    candidates = [here.parents[4] / "shared" / "data"] if len(here.parents) > 4 else []
-    candidates.append(Path.cwd().parent / "shared" / "data")
-    candidates.append(Path.cwd() / "shared" / "data")
-    return next((c for c in candidates if c.is_dir()), None)
 
 
 def data_file(relative: str, data_dir: str | Path | None) -> Path:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..evaluate.testsets import resolve_data_dir
+from ..datadir import resolve_data_dir
 from ..seeds import SeedError, iter_raw
 from .dedup import words
 
@@ -37,7 +37,9 @@ def default_eval_dir() -> Path | None:
 
 
 @dataclass(slots=True)
-class EvalItem:
+class EvalPrompt:
+    """One prompt of an eval file (each turn of a multi-turn item is its own)."""
+
     file: str
     id: Any
     text: str
@@ -56,9 +58,9 @@ def _prompt_texts(item: dict[str, Any]) -> list[str] | None:
     return None
 
 
-def read_eval_set(path: Path, strict: bool = True) -> list[EvalItem]:
+def read_eval_set(path: Path, strict: bool = True) -> list[EvalPrompt]:
     """Every prompt (each turn of a multi-turn item) of an eval file; `strict`: an item with no prompt field is an error."""
-    items: list[EvalItem] = []
+    items: list[EvalPrompt] = []
     for lineno, raw in iter_raw(path):
         if not isinstance(raw, dict):
             raise SeedError(f"{path}:{lineno}: expected an object, got {type(raw).__name__}")
@@ -70,7 +72,7 @@ def read_eval_set(path: Path, strict: bool = True) -> list[EvalItem]:
         lower = {k.lower(): v for k, v in raw.items()}
         item_id = next((lower[k] for k in ID_KEYS if k in lower), lineno)
         for turn, text in enumerate(texts, start=1):
-            items.append(EvalItem(path.name, item_id, text, turn if len(texts) > 1 else None))
+            items.append(EvalPrompt(path.name, item_id, text, turn if len(texts) > 1 else None))
     return items
 
 
@@ -87,10 +89,10 @@ def _wordy_ngrams(tokens: list[str], n: int) -> set[str]:
 
 class Decontaminator:
     def __init__(
-        self, items: Iterable[EvalItem], n: int = 5, min_ratio: float = 0.7, long_n: int = 13, min_words: int = 5
+        self, items: Iterable[EvalPrompt], n: int = 5, min_ratio: float = 0.7, long_n: int = 13, min_words: int = 5
     ) -> None:
         self.n, self.min_ratio, self.long_n, self.min_words = n, min_ratio, long_n, min_words
-        self.items: list[EvalItem] = []
+        self.items: list[EvalPrompt] = []
         self.sizes: list[int] = []  # n-gram count of each item
         self.index: dict[int, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))  # n -> gram -> items
         self.long_index: dict[str, list[int]] = defaultdict(list)

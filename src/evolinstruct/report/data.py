@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-STORE_FILE = "run.sqlite"  # the same name as store.STORE_FILE; not imported so the report never opens a writer
-FILTERED_DIR = "filtered"
+from ..rundir import FILTER_STATS, REMOVED, RunDir
+from ..store import RunStore, StoreError
+
 EXAMPLES_PER_REASON = 3
 
 # Error texts can quote request headers or URLs: mask anything that looks like a key before it reaches the page.
@@ -36,7 +36,9 @@ def redact(value: Any) -> Any:
 
 
 @dataclass
-class FilterResult:
+class FilterSummary:
+    """One `filter` subset as the report shows it (read from its filter_stats.json and removed.jsonl)."""
+
     name: str
     count_in: int | None
     count_out: int | None
@@ -52,7 +54,7 @@ class RunData:
     stats: dict[str, Any]
     calls: dict[str, dict[str, int]]  # purpose -> calls, prompt_tokens, completion_tokens
     scores: dict[str, dict[str, float | None]] = field(default_factory=dict)  # record id -> scorer -> value
-    filters: list[FilterResult] = field(default_factory=list)
+    filters: list[FilterSummary] = field(default_factory=list)
     evals: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
 
     @property
@@ -69,33 +71,19 @@ def read_json(path: Path) -> Any:
         raise ReportError(f"{path}: cannot read: {exc.strerror}") from None
 
 
-def _connect_readonly(path: Path) -> sqlite3.Connection:
-    try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        db.execute("SELECT 1 FROM records LIMIT 1")
-    except sqlite3.DatabaseError as exc:
-        raise ReportError(f"{path}: not a readable run store ({exc})") from None
-    return db
-
-
 def load_run(run_dir: str | Path, eval_dirs: list[Path] | None = None) -> RunData:
     run_dir = Path(run_dir)
-    store = run_dir / STORE_FILE
-    if not store.is_file():
-        raise ReportError(f"{store}: no run store here; run `evolinstruct evolve SEEDS -o {run_dir}` first")
-    db = _connect_readonly(store)
     try:
-        records = [json.loads(data) for (data,) in db.execute("SELECT data FROM records ORDER BY seed_index, epoch, id")]
-        calls = {
-            purpose: {"calls": n, "prompt_tokens": p or 0, "completion_tokens": c or 0}
-            for purpose, n, p, c in db.execute(
-                "SELECT purpose, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens) FROM calls GROUP BY purpose"
-            )
-        }
-        scores = _load_scores(db)
+        store = RunStore(run_dir, readonly=True)  # the report never writes a run
+    except StoreError as exc:
+        raise ReportError(str(exc)) from None
+    try:
+        records = list(store.iter_record_dicts())
+        calls = store.call_totals()
+        scores = store.scores()
     finally:
-        db.close()
-    stats_path = run_dir / "stats.json"
+        store.close()
+    stats_path = RunDir(run_dir).stats
     stats = read_json(stats_path) if stats_path.is_file() else {}
     evals = []
     for eval_dir in eval_dirs or []:
@@ -107,30 +95,13 @@ def load_run(run_dir: str | Path, eval_dirs: list[Path] | None = None) -> RunDat
                    filters=_load_filters(run_dir), evals=evals)
 
 
-def _load_scores(db: sqlite3.Connection) -> dict[str, dict[str, float | None]]:
-    has_table = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'scores'").fetchone()
-    if not has_table:
-        return {}
-    scores: dict[str, dict[str, float | None]] = {}
-    for record_id, scorer, value in db.execute("SELECT record_id, scorer, value FROM scores"):
-        scores.setdefault(record_id, {})[scorer] = None if value is None else float(value)
-    return scores
-
-
-def _first_int(stats: dict[str, Any], keys: tuple[str, ...]) -> int | None:
-    for key in keys:
-        if isinstance(stats.get(key), int):
-            return stats[key]
-    return None
-
-
-def _load_filters(run_dir: Path) -> list[FilterResult]:
-    root = run_dir / FILTERED_DIR
+def _load_filters(run_dir: Path) -> list[FilterSummary]:
+    root = RunDir(run_dir).filtered_root
     if not root.is_dir():
         return []
     results = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        stats_path, removed_path = folder / "filter_stats.json", folder / "removed.jsonl"
+        stats_path, removed_path = folder / FILTER_STATS, folder / REMOVED
         if not stats_path.is_file() and not removed_path.is_file():
             continue
         stats = read_json(stats_path) if stats_path.is_file() else {}
@@ -150,14 +121,11 @@ def _load_filters(run_dir: Path) -> list[FilterResult]:
                     if len(examples.setdefault(reason, [])) < EXAMPLES_PER_REASON:
                         examples[reason].append(redact(row))
         else:  # no removed rows written: fall back to the counts in the stats
-            for key in ("removed_by_reason", "by_reason", "reasons"):
-                if isinstance(stats.get(key), dict):
-                    reasons = {str(k): int(v) for k, v in stats[key].items() if isinstance(v, int | float)}
-                    break
-        results.append(FilterResult(
+            reasons = {str(k): int(v) for k, v in (stats.get("removed_by_reason") or {}).items()}
+        results.append(FilterSummary(
             name=folder.name,
-            count_in=_first_int(stats, ("in", "rows_in", "n_in", "input")),
-            count_out=_first_int(stats, ("out", "rows_out", "n_out", "kept", "output")),
+            count_in=stats.get("rows_in"),
+            count_out=stats.get("rows_out"),
             reasons=dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
             examples=examples,
             stages=[st for st in stats.get("stages") or [] if isinstance(st, dict) and "stage" in st],

@@ -13,8 +13,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..outputs import DATASET
-from ..seeds import SeedError, iter_json_rows, join_input
+from ..records import join_input
+from ..rundir import DATASET
+from ..seeds import SeedError, iter_json_rows
 
 UNKNOWN = "unknown"
 

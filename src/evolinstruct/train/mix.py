@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ..outputs import write_atomic_lines, write_json
+from ..kv import parse_pairs
+from ..rundir import write_atomic_lines, write_json
 from .data import UNKNOWN, Example
 
 MIX_FILE = "mix.jsonl"
@@ -43,22 +44,7 @@ class Mix:
 
 def parse_weights(text: str | None, option: str, key_type: type = str) -> dict[Any, float]:
     """'0=1,1=2' -> {0: 1.0, 1: 2.0}; a one-line error naming the option otherwise."""
-    out: dict[Any, float] = {}
-    for part in (text or "").split(","):
-        if not part.strip():
-            continue
-        key, sep, value = part.partition("=")
-        try:
-            if not sep:
-                raise ValueError
-            parsed = float(value)
-            if parsed < 0:
-                raise ValueError
-            out[key_type(key.strip())] = parsed
-        except ValueError:
-            kind = "EPOCH" if key_type is int else "NAME"
-            raise ValueError(f"{option}: '{part.strip()}' is not {kind}=NUMBER (a number >= 0)") from None
-    return out
+    return parse_pairs(text, option, key_type)
 
 
 def _weight(example: Example, spec: MixSpec) -> float:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..outputs import write_json
+from ..rundir import write_json
 from .card import loss_by_epoch, write_card
 from .data import read_examples, resolve_data_file
 from .formats import PAPER_CHAT_TEMPLATE, PROMPT_FORMATS, to_dataset
@@ -260,7 +260,7 @@ def train(opts: TrainOptions) -> TrainResult:
     import datasets
     from transformers import TrainerCallback
 
-    from ..embedded import resolve_model_path
+    from ..models.embedded import resolve_model_path
 
     datasets.disable_progress_bars()  # tokenizing a few thousand rows needs no five progress bars
 

@@ -1,0 +1,139 @@
+"""Every LLM call goes through `CachedLLM`: run-store replay first, then the backend.
+
+Identical requests in flight at the same time share one call. Counters split calls, cache hits,
+failures and tokens by purpose (evolve, answer, equality, ...), for stats.json. Budgets (--max-calls,
+--max-cost) and price tables live here too: they are about calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .models.base import Backend, Request, Result
+from .slots import PrioritySlots
+from .store import RunStore, key_of, request_json
+
+
+@dataclass(slots=True)
+class CallCounters:
+    sent: Counter = field(default_factory=Counter)
+    cache_hits: Counter = field(default_factory=Counter)
+    failed: Counter = field(default_factory=Counter)
+    prompt_tokens: Counter = field(default_factory=Counter)
+    completion_tokens: Counter = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, dict[str, int]]:
+        return {
+            "sent": dict(self.sent),
+            "cache_hits": dict(self.cache_hits),
+            "failed": dict(self.failed),
+            "prompt_tokens": dict(self.prompt_tokens),
+            "completion_tokens": dict(self.completion_tokens),
+        }
+
+
+class BudgetExhausted(Exception):
+    """--max-calls or --max-cost reached: the run stops cleanly and can be resumed."""
+
+
+@dataclass(slots=True)
+class Budget:
+    max_calls: int | None = None
+    max_cost: float | None = None
+    prices: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> USD per 1M input/output tokens
+    calls: int = 0
+    cost: float = 0.0
+    stopped_by: str | None = None
+
+    def check(self) -> None:
+        if self.max_calls is not None and self.calls >= self.max_calls:
+            self.stopped_by = "max_calls"
+        elif self.max_cost is not None and self.cost >= self.max_cost:
+            self.stopped_by = "max_cost"
+        if self.stopped_by:
+            raise BudgetExhausted(self.stopped_by)
+
+
+def price_of(prices: dict[str, dict[str, float]], model: str, prompt_tokens: int, completion_tokens: int) -> float:
+    price = prices.get(model) or prices.get("*")
+    if not price:
+        return 0.0
+    return (prompt_tokens * price.get("input", 0.0) + completion_tokens * price.get("output", 0.0)) / 1e6
+
+
+def load_prices(path: str | None) -> dict[str, dict[str, float]]:
+    """A JSON price table: {"MODEL or *": {"input": USD per 1M tokens, "output": USD per 1M tokens}}."""
+    if not path:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{path}:0: no such price table") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}:{exc.lineno}: malformed JSON: {exc.msg}") from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise ValueError(f'{path}:1: expected {{"model": {{"input": 0.15, "output": 0.6}}}} (USD per 1M tokens)')
+    return data
+
+
+class CachedLLM:
+    def __init__(
+        self,
+        backend: Backend,
+        store: RunStore,
+        counters: CallCounters,
+        budget: Budget | None = None,
+        slots: PrioritySlots | None = None,
+    ) -> None:
+        self.backend = backend
+        self.store = store
+        self.counters = counters
+        self.budget = budget or Budget()
+        # Requests in flight across every role share these slots (--concurrency); cache hits need none.
+        self.slots = slots or PrioritySlots(1 << 30)
+        self._in_flight: dict[str, asyncio.Future[Result]] = {}
+
+    @property
+    def model(self) -> str:
+        return self.backend.model
+
+    async def __call__(self, purpose: str, request: Request, remaining: int = 0) -> Result:
+        """One call. `remaining`: calls the caller's chain has left after this one (slot priority)."""
+        canonical = request_json(self.backend.model, request)
+        key = key_of(canonical)
+        hit = self.store.cached(key)
+        if hit is not None:
+            self.counters.cache_hits[purpose] += 1
+            return hit
+        pending = self._in_flight.get(key)
+        if pending is not None:
+            self.counters.cache_hits[purpose] += 1
+            return await asyncio.shield(pending)
+        self.budget.check()
+        self.budget.calls += 1  # reserve before awaiting, so concurrent chains cannot overshoot
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._in_flight[key] = future
+        try:
+            async with self.slots.slot(remaining):
+                result = (await self.backend.generate([request]))[0]
+            if result.ok:
+                self.budget.cost += price_of(self.budget.prices, self.backend.model, result.prompt_tokens, result.completion_tokens)
+                self.store.save_call(key, purpose, self.backend.model, canonical, result)
+                self.counters.sent[purpose] += 1
+                self.counters.prompt_tokens[purpose] += result.prompt_tokens
+                self.counters.completion_tokens[purpose] += result.completion_tokens
+            else:
+                self.store.save_failure(key, purpose, self.backend.model, result.error or "unknown error")
+                self.counters.failed[purpose] += 1
+            future.set_result(result)
+            return result
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        finally:
+            self._in_flight.pop(key, None)

@@ -1,0 +1,210 @@
+"""Everything the CLI draws: progress bars and result tables (rich). Library code returns data; this
+module alone turns it into terminal output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from .console import console
+
+
+# ------------------------------------------------------------------------------------------ evolve
+def evolve_progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        TextColumn("[green]kept {task.fields[kept]}[/] [yellow]elim {task.fields[elim]}[/] [red]err {task.fields[err]}[/]"),
+        console=console, transient=False,
+    )
+
+
+def print_evolve_summary(stats: dict, out: Path) -> None:
+    ev = stats["evolutions"]
+    table = Table(title=f"evolinstruct run: {out}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("seeds", f"{stats['seeds']} ({stats['seeds_answered']} answered, {stats['skipped_empty_seeds']} empty skipped)")
+    table.add_row("evolutions", f"{ev['attempted']}/{ev['planned']} attempted: [green]{ev['kept']} kept[/], "
+                  f"[yellow]{ev['eliminated']} eliminated[/], [red]{ev['errors']} errors[/]")
+    for reason, n in stats["eliminated"].items():
+        table.add_row(f"  {reason}", str(n))
+    for epoch, c in stats["by_epoch"].items():
+        table.add_row(f"epoch {epoch}", f"{c.get('kept', 0)} kept / {c.get('attempted', 0)} attempted")
+    table.add_row("ops (kept/attempted)", ", ".join(f"{op} {c.get('kept', 0)}/{c.get('attempted', 0)}" for op, c in stats["by_op"].items()))
+    table.add_row("llm calls", f"{stats['llm_calls']} sent, {stats['cache_hits']} from cache, {stats['failed_calls']} failed")
+    table.add_row("tokens", f"{stats['tokens']['prompt']} prompt + {stats['tokens']['completion']} completion")
+    if "cost" in stats:
+        table.add_row("cost", f"${stats['cost']['this_run']:.4f} this run, ${stats['cost']['total']:.4f} in total")
+    table.add_row("time", f"{stats['seconds']:.1f}s (total {stats['seconds_total']:.1f}s)")
+    table.add_row("dataset", f"{stats['dataset_rows']} rows -> {out / 'dataset.jsonl'}")
+    Console().print(table)
+    if stats.get("stopped_by"):
+        console.print(f"[yellow]stopped by --{stats['stopped_by'].replace('_', '-')}[/]: rerun with a larger budget to continue.")
+    if ev["errors"] or stats["seed_errors"]:
+        console.print("[red]some calls failed[/]: see errors.jsonl; rerun the same command to retry them.")
+
+
+# ------------------------------------------------------------------------------------------ score
+def score_progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("ETA"), TimeRemainingColumn(), TextColumn("[red]unparsed {task.fields[unparsed]}[/]"),
+        console=console, transient=False,
+    )
+
+
+def print_score_summary(stats: dict[str, Any], run_dir: Path) -> None:
+    Console().print(score_table(stats, run_dir))
+
+
+def score_table(stats: dict[str, Any], run_dir: Path) -> Table:
+    """Mean score by epoch next to the seeds' (the paper's table), with parse failures."""
+    scores = stats.get("scores", {})
+    epochs = sorted({int(e) for entry in scores.values() for e in entry["by_epoch"]})
+    table = Table(title=f"scores: {run_dir}", title_justify="left")
+    table.add_column("scorer", style="bold")
+    for epoch in epochs:
+        table.add_column("seeds" if epoch == 0 else f"epoch {epoch}", justify="right")
+    for name in ("all", "scored", "parse failures"):
+        table.add_column(name, justify="right")
+    for scorer, entry in scores.items():
+        cells = [_fmt(entry["by_epoch"].get(str(e))) for e in epochs]
+        failures = entry["parse_failures"]
+        table.add_row(scorer, *cells, _fmt(entry["mean"]), str(entry["scored"]),
+                      f"[red]{failures}[/]" if failures else "0")
+    return table
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+# ------------------------------------------------------------------------------------------ filter
+def print_filter_summary(stats: dict[str, Any]) -> None:
+    """What each filter stage removed and why; a stage that is off is listed only if it removed rows."""
+    from ..quality.filter.run import FILTERS, FilterConfig
+
+    table = Table(title=f"evolinstruct filter: {stats['source']}", title_justify="left")
+    table.add_column("stage", style="bold")
+    table.add_column("in", justify="right")
+    table.add_column("removed", justify="right")
+    table.add_column("reasons")
+    config = FilterConfig(**stats["settings"])
+    enabled = {f.name: f.enabled(config) for f in FILTERS}
+    for stage in stats["stages"]:
+        if not enabled[stage["stage"]] and not stage["removed"]:
+            continue
+        reasons = ", ".join(f"{r} {n}" for r, n in stage["by_reason"].items())
+        table.add_row(stage["stage"], str(stage["in"]), str(stage["removed"]), reasons)
+    table.add_row("[green]kept[/]", "", f"[green]{stats['rows_out']}[/]", f"of {stats['rows_in']} -> {stats['output_dir']}")
+    if stats.get("rank_by_used"):
+        table.caption = stats.get("rank_note") or f"ranked by {stats['rank_by_used']}"
+    Console().print(table)
+
+
+# ------------------------------------------------------------------------------------------ eval
+def eval_progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("[yellow]unparsed {task.fields[unparsed]}[/] [red]failed {task.fields[failed]}[/]"),
+                    console=console)
+
+
+def _num(value: float | None, digits: int = 2, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:.{digits}f}{suffix}"
+
+
+def headline(results: dict[str, Any]) -> str:
+    cap = results.get("capacity_pct")
+    if cap is None:
+        return (f"no judged questions: {results['unparsed']} of {results['verdicts']} verdicts could not be parsed "
+                "(a stronger judge follows the format; see docs/EVAL.md)")
+    low, high = results["bootstrap"]["capacity_ci"]
+    return (f"{results['model']}: {cap:.1f}% of the reference's score (95% CI {_num(low, 1)}-{_num(high, 1)}); "
+            f"more than 90% on {results['skills_over_90']} of {results['n_skills']} skills")
+
+
+def print_results(results: dict[str, Any], console: Console, out_dir: str) -> None:
+    single = results.get("mode") == "single"
+    group = "category" if single or results["testset"] in ("vicuna", "mtbench") else "skill"
+    console.print(f"[bold]{results['testset']}[/]: model {results['model']} vs reference {results['reference']}, "
+                  f"judged by {results['judge']}" + ("" if single else f" (position: {results['position']})"))
+    table = Table(title=f"per {group}", title_justify="left")
+    for column, justify in ((group, "left"), ("n", "right"), ("model", "right"), ("reference", "right"),
+                            ("capacity", "right"), ("95% CI", "right")):
+        table.add_column(column, justify=justify)
+    for row in results["skills"]:
+        cap = row["capacity_pct"]
+        style = "" if cap is None else ("green" if cap > 90 else "yellow" if cap > 70 else "red")
+        ci = "-" if row["ci_low"] is None else f"{row['ci_low']:.0f}-{row['ci_high']:.0f}%"
+        table.add_row(row["skill"], f"{row['n']}/{row['n_items']}", _num(row["model_score"]), _num(row["reference_score"]),
+                      f"[{style}]{_num(cap, 1, '%')}[/]" if style else "-", ci)
+    console.print(table)
+    if results.get("difficulty_bins"):
+        bins = Table(title="by difficulty", title_justify="left")
+        for column in ("difficulty", "n", "model", "reference", "capacity", "95% CI"):
+            bins.add_column(column, justify="left" if column == "difficulty" else "right")
+        for row in results["difficulty_bins"]:
+            ci = "-" if row["ci_low"] is None else f"{row['ci_low']:.0f}-{row['ci_high']:.0f}%"
+            bins.add_row(row["bin"], f"{row['n']}/{row['n_items']}", _num(row["model_score"]), _num(row["reference_score"]),
+                         _num(row["capacity_pct"], 1, "%"), ci)
+        console.print(bins)
+    if single and results.get("turns"):
+        turns = Table(title="MT-Bench mean rating per turn", title_justify="left")
+        for column in ("turn", "n", "model", "reference"):
+            turns.add_column(column, justify="right")
+        for row in results["turns"]:
+            turns.add_row(str(row["turn"]), str(row["n"]), _num(row["model_score"]), _num(row["reference_score"]))
+        console.print(turns)
+    wtl = results["win_tie_loss"]
+    win_low, win_high = results["bootstrap"]["win_rate_ci"]
+    console.print(f"win/tie/loss vs the reference: [green]{wtl['win']}[/]/{wtl['tie']}/[red]{wtl['loss']}[/]"
+                  + ("" if results.get("win_rate") is None else
+                     f"  (win rate {results['win_rate']:.2f}, 95% CI {_num(win_low)}-{_num(win_high)})"))
+    pc = results.get("position_consistency")
+    if pc and pc["pairs"]:
+        console.print(f"position consistency: {pc['consistent']} of {pc['pairs']} questions get the same winner in both orders")
+    unparsed_style = "yellow" if results["unparsed"] else "green"
+    console.print(f"[{unparsed_style}]unparsed verdicts: {results['unparsed']} of {results['verdicts']}[/]"
+                  + (f"; [red]{results['failed_items']} questions failed[/] (rerun to retry)" if results["failed_items"] else ""))
+    calls = results["calls"]
+    console.print(f"llm calls: {calls['sent']} sent, {calls['cache_hits']} from cache, {calls['failed']} failed; "
+                  f"{results['seconds']:.1f}s")
+    console.print(f"[bold]{headline(results)}[/]")
+    console.print(f"wrote {out_dir}/results.json, answers.jsonl, judgments.jsonl, report.html")
+
+
+def print_human_stats(stats: dict[str, Any], console: Console) -> None:
+    from ..evaluate.human import CRITERIA
+
+    if not any(c["rankings"] for c in stats["criteria"].values()):
+        console.print("[yellow]no ranks filled in yet[/]: raters fill the rank_* columns (1 = best)")
+    table = Table(title="mean rank (1 = best)", title_justify="left")
+    table.add_column("system")
+    for criterion in CRITERIA:
+        table.add_column(criterion, justify="right")
+    for system in stats["systems"]:
+        cells = []
+        for criterion in CRITERIA:
+            mean = stats["criteria"][criterion]["mean_rank"][system]
+            cells.append("-" if mean is None else f"{mean:.2f}")
+        table.add_row(system, *cells)
+    console.print(table)
+    pairs = Table(title="win rate, overall (ties count half)", title_justify="left")
+    for column in ("pair", "win", "tie", "loss", "win rate"):
+        pairs.add_column(column, justify="left" if column == "pair" else "right")
+    for name, p in stats["criteria"]["overall"]["pairwise"].items():
+        pairs.add_row(name, str(p["win"]), str(p["tie"]), str(p["loss"]), "-" if p["win_rate"] is None else f"{p['win_rate']:.2f}")
+    console.print(pairs)

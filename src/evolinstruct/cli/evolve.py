@@ -1,0 +1,128 @@
+"""`evolinstruct evolve`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..evolve.templates import TemplateError
+from ..models import BackendError, Transport, endpoint, resolve_role
+from ..seeds import SeedError
+from ..store import ConfigMismatch
+from . import display
+from .console import console, fail, stops_cleanly
+
+
+def evolve(
+    seeds: Annotated[Path, typer.Argument(help="Seed file: Alpaca JSON, Self-Instruct JSONL, or any JSON/JSONL/CSV/Parquet.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="RUN_DIR: outputs and the resumable run store.")],
+    epochs: Annotated[int, typer.Option(min=1, help="Evolution epochs (the paper: 4).")] = 4,
+    limit: Annotated[int | None, typer.Option(min=1, help="Use only the first N seeds.")] = None,
+    seed: Annotated[int, typer.Option(help="Run seed: operation choices and sampling seeds derive from it.")] = 0,
+    backend: Annotated[str | None, typer.Option(help="local (in-process transformers), openai (any compatible server), llamacpp or vllm (in-process, optional extras). Default: local unless --base-url is given.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model: the served model name for openai; a path, hub id or 'embedded' for local.")] = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.")] = None,
+    api_key_env: Annotated[str, typer.Option(help="Environment variable that holds the API key.")] = "OPENAI_API_KEY",
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at most (shared by all roles).")] = 32,
+    max_chains: Annotated[int | None, typer.Option(min=1, help="Seeds in progress at once (default: 4 x concurrency).")] = None,
+    templates: Annotated[str, typer.Option(help="Evolution prompts: paper, repo, or a template JSON file.")] = "paper",
+    ops: Annotated[str | None, typer.Option(help="Operation weights, e.g. 'add_constraints=2,mutation=1' (default: uniform).")] = None,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Max new tokens per evolution and response (the paper: 2048).")] = 2048,
+    temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature (the paper: 1).")] = 1.0,
+    top_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling (the paper: 0.9).")] = 0.9,
+    column: Annotated[str, typer.Option(help="Seed column holding the instruction.")] = "instruction",
+    input_column: Annotated[str, typer.Option(help="Seed column holding the input ('' for none).")] = "input",
+    input_separator: Annotated[str, typer.Option(help="How instruction and input are joined: repo (\\r\\n), newline, blank-line, space.")] = "repo",
+    seed_responses: Annotated[str, typer.Option(help="generate: answer seeds with the model (the paper); keep: keep the seed file's outputs.")] = "generate",
+    answer_model: Annotated[str | None, typer.Option(help="A separate model for responses (default: the evolving model).")] = None,
+    answer_backend: Annotated[str | None, typer.Option(help="Backend of --answer-model.")] = None,
+    answer_base_url: Annotated[str | None, typer.Option(help="Endpoint of --answer-model.")] = None,
+    judge_model: Annotated[str | None, typer.Option(help="Model for the equality check (rule 1; default: the evolving model).")] = None,
+    judge_backend: Annotated[str | None, typer.Option(help="Backend of --judge-model.")] = None,
+    judge_base_url: Annotated[str | None, typer.Option(help="Endpoint of --judge-model.")] = None,
+    equality_check: Annotated[bool, typer.Option(help="Run elimination rule 1 (an LLM call per evolution).")] = True,
+    rpm: Annotated[float | None, typer.Option(help="Requests-per-minute cap (openai backend).")] = None,
+    tpm: Annotated[float | None, typer.Option(help="Tokens-per-minute cap (openai backend; prompt estimate + max_tokens).")] = None,
+    request_timeout: Annotated[float, typer.Option(help="Seconds before one HTTP request times out and is retried.")] = 600.0,
+    max_retries: Annotated[int, typer.Option(min=0, help="Retries on 429, 5xx, timeouts and resets (exponential backoff, jitter).")] = 6,
+    http_client: Annotated[str, typer.Option(help="aiohttp (default, fastest), sdk (openai SDK on httpx) or sdk-aiohttp.")] = "aiohttp",
+    max_calls: Annotated[int | None, typer.Option(min=0, help="Stop cleanly after sending this many calls (resumable).")] = None,
+    max_cost: Annotated[float | None, typer.Option(min=0.0, help="Stop cleanly once this many USD are spent (needs --prices).")] = None,
+    prices: Annotated[Path | None, typer.Option(help='Price table JSON: {"MODEL or *": {"input": USD/1M tokens, "output": USD/1M tokens}}.')] = None,
+) -> None:
+    """Evolve seed instructions into harder ones, answer them, and eliminate failures."""
+    from ..evolve import (
+        SEPARATORS,
+        Algorithm,
+        BudgetConfig,
+        EvolveConfig,
+        ExecutorConfig,
+        Roles,
+        SamplingConfig,
+        Source,
+        run_evolve,
+    )
+
+    if input_separator not in SEPARATORS:
+        fail(f"--input-separator must be one of {', '.join(SEPARATORS)}")
+    try:
+        evolver = resolve_role(backend, model, base_url, api_key_env)
+        assert evolver is not None
+        config = EvolveConfig(
+            source=Source(seeds=str(seeds), limit=limit, column=column, input_column=input_column or None,
+                          input_separator=SEPARATORS[input_separator]),
+            algorithm=Algorithm(epochs=epochs, seed=seed, templates=templates, op_weights=ops,
+                                seed_responses=seed_responses, equality_check=equality_check),
+            sampling=SamplingConfig(max_tokens=max_tokens, temperature=temperature, top_p=top_p),
+            roles=Roles(
+                evolver=evolver,
+                responder=resolve_role(answer_backend, answer_model, answer_base_url, api_key_env, evolver,
+                                       inherit=True, option="--answer-model"),
+                judge=resolve_role(judge_backend, judge_model, judge_base_url, api_key_env, evolver,
+                                   inherit=True, option="--judge-model"),
+            ),
+            transport=Transport(concurrency=concurrency, rpm=rpm, tpm=tpm, request_timeout=request_timeout,
+                                max_retries=max_retries, http_client=http_client),
+            executor=ExecutorConfig(max_chains=max_chains),
+            budget=BudgetConfig(max_calls=max_calls, max_cost=max_cost, prices=str(prices) if prices else None),
+        )
+    except (BackendError, ValueError) as exc:
+        fail(str(exc))
+
+    progress = display.evolve_progress()
+    task_id = None
+
+    def on_start(n_seeds: int, resumed: bool) -> None:
+        nonlocal task_id
+        label = "resuming" if resumed else "evolving"
+        console.print(f"{label} {n_seeds} seeds x {epochs} epochs with {evolver.label} ({evolver.backend}, "
+                      f"{endpoint(evolver)}) -> {out}")
+        task_id = progress.add_task("evolve", total=n_seeds * (epochs + 1), kept=0, elim=0, err=0, rate="")
+        progress.start()
+
+    last_draw = 0.0
+    last_seen = None
+
+    def on_step(p) -> None:
+        nonlocal last_draw, last_seen
+        last_seen = p
+        now = time.monotonic()
+        if task_id is None or now - last_draw < 0.1:  # redraw at most 10 times a second
+            return
+        last_draw = now
+        task = progress.tasks[0]
+        rate = f"{task.speed:.2f} steps/s" if task.speed else ""
+        progress.update(task_id, completed=p.steps_done, kept=p.kept, elim=p.eliminated, err=p.errors, rate=rate)
+
+    with stops_cleanly(progress, (SeedError, TemplateError, ConfigMismatch, BackendError, ValueError)):
+        stats = run_evolve(config, out, on_step=on_step, on_start=on_start)
+    if last_seen is not None:
+        last_draw = 0.0
+        on_step(last_seen)  # the final counts, which the redraw throttle may have skipped
+    progress.stop()
+    display.print_evolve_summary(stats, out)
+    if stats["evolutions"]["errors"] or stats["seed_errors"]:
+        raise typer.Exit(3)  # incomplete: scripts can tell; rerunning the command retries the failed calls

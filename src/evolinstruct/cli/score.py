@@ -1,0 +1,64 @@
+"""`evolinstruct score`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..evolve.templates import TemplateError
+from ..models import BackendError
+from ..store import ConfigMismatch
+from . import display
+from .console import console, stops_cleanly
+
+
+def score(
+    run_dir: Annotated[Path, typer.Argument(help="A RUN_DIR written by `evolinstruct evolve`.")],
+    difficulty: Annotated[bool, typer.Option("--difficulty", help="The paper's 1-10 difficulty rating (one LLM call per record).")] = False,
+    complexity: Annotated[bool, typer.Option("--complexity", help="DEITA complexity ranking of each seed with its evolutions (one call per lineage).")] = False,
+    quality: Annotated[bool, typer.Option("--quality", help="DEITA quality ranking of each lineage's responses (one call per lineage).")] = False,
+    heuristics: Annotated[bool, typer.Option("--heuristics", help="Length, constraints, steps, code, data, lexical diversity (no LLM).")] = False,
+    backend: Annotated[str | None, typer.Option(help="Backend of the scoring model (default: the run's evolving model).")] = None,
+    model: Annotated[str | None, typer.Option(help="Scoring model (default: the run's evolving model).")] = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint of the scoring model.")] = None,
+    api_key_env: Annotated[str, typer.Option(help="Environment variable that holds the API key.")] = "OPENAI_API_KEY",
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at most.")] = 32,
+    max_tokens: Annotated[int | None, typer.Option(min=1, help="Max new tokens per scoring call (default: 16 for difficulty, 8 per item for rankings).")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Score only the first N records.")] = None,
+    include_eliminated: Annotated[bool, typer.Option("--include-eliminated", help="Score eliminated evolutions too.")] = False,
+) -> None:
+    """Score a run's records (default: --heuristics --difficulty); dataset.jsonl and stats.json get the scores."""
+    from ..quality.score import ScoreOptions, run_score
+
+    options = ScoreOptions(
+        difficulty=difficulty, complexity=complexity, quality=quality, heuristics=heuristics, backend=backend,
+        model=model, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency, max_tokens=max_tokens,
+        limit=limit, include_eliminated=include_eliminated,
+    )
+    progress = display.score_progress()
+    task_id = None
+
+    def on_start(n_records: int, n_jobs: int, model_label: str, endpoint: str) -> None:
+        nonlocal task_id
+        where = f" at {endpoint}" if endpoint else ""
+        console.print(f"scoring {n_records} records ({', '.join(options.scorers())}) with {model_label}{where} -> {run_dir}")
+        if n_jobs:
+            task_id = progress.add_task("score", total=n_jobs, unparsed=0)
+            progress.start()
+
+    def on_progress(p) -> None:
+        if task_id is not None:
+            progress.update(task_id, completed=p.done, unparsed=sum(p.parse_failures.values()))
+
+    with stops_cleanly(progress, (FileNotFoundError, ConfigMismatch, BackendError, TemplateError, ValueError),
+                       interrupted="every finished call is stored; rerun the same command to resume."):
+        stats = run_score(run_dir, options, on_start=on_start, on_progress=on_progress)
+    progress.stop()
+    display.print_score_summary(stats, run_dir)
+    run = stats["score_run"]
+    console.print(f"llm calls: {run['llm_calls']} sent, {run['cache_hits']} from cache; scores -> {run_dir / 'dataset.jsonl'}")
+    if run["call_failures"]:
+        console.print("[red]some calls failed[/]: rerun the same command to retry them.")
+        raise typer.Exit(3)

@@ -1,0 +1,204 @@
+"""One lineage of the Evol-Instruct loop: a seed, answered, then evolved epoch after epoch.
+
+A chain knows nothing of scheduling (executor.py runs many at once) or storage: each finished step is
+handed to `commit` (the run store's save_step in a run). For every seed, in order:
+  answer the seed (or keep its output) ->
+  for epoch 1..E:
+    choose an operation from (run seed, current id, epoch) -> evolve ->
+    cheap rules on the instruction (empty, copied prompt words) ->
+    equality judge (rule 1) -> answer -> rules 2 and 3 on the response ->
+    kept: the child becomes the chain's current instruction; eliminated: the parent stays.
+
+This is the paper's pool: each epoch evolves every instruction in the pool once, a success replaces
+its parent in the pool for the next epoch, a failure returns the parent. There is no barrier between
+epochs or seeds. Every call is replayed from the store on a rerun, so a resumed run repeats no paid call
+and ends with the same dataset. Which rules eliminate is the task's `RuleSet` (rules.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..calls import CachedLLM
+from ..models.base import Request, Result, Sampling
+from ..records import Record, Seed, child_record_id, join_input, request_seed, seed_record_id
+from .config import EvolveConfig
+from .operations import choose_data_format, choose_operation
+from .rules import RuleSet, check_equality, rule_set
+from .templates import TemplateSet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Progress:
+    """Live counts for the progress display; the final numbers come from the run store."""
+
+    steps_done: int = 0
+    kept: int = 0
+    eliminated: int = 0
+    errors: int = 0
+    equality_unparsed: int = 0
+
+
+@dataclass(slots=True)
+class RoleCalls:
+    """The calls of each role: the evolver rewrites, the responder answers, the judge checks equality."""
+
+    evolver: CachedLLM
+    responder: CachedLLM
+    judge: CachedLLM
+
+
+# commit(records, seed_index, epoch_done, current_id, state): one finished step, stored atomically.
+Commit = Callable[[list[Record], int, int, str, str], None]
+
+
+class Chain:
+    """Runs lineages: `await chain.run(seed)` takes one seed through every epoch."""
+
+    def __init__(
+        self,
+        config: EvolveConfig,
+        templates: TemplateSet,
+        weights: dict[str, float],
+        roles: RoleCalls,
+        commit: Commit,
+        on_step: Callable[[Progress], None] | None = None,
+        rules: RuleSet | None = None,
+    ) -> None:
+        self.algorithm, self.sampling = config.algorithm, config.sampling
+        self.separator = config.source.input_separator
+        self.templates = templates
+        self.weights = weights
+        self.roles = roles
+        self.commit = commit
+        self.rules = rules or rule_set(config.algorithm.task)
+        self.progress = Progress()
+        self.on_step = on_step or (lambda _p: None)
+
+    # ---------------------------------------------------------------- requests
+    def _sampling(self, record_id: str, purpose: str, judge: bool = False) -> Sampling:
+        s = self.sampling
+        seed = request_seed(self.algorithm.seed, record_id, purpose)
+        if judge:
+            return Sampling(temperature=0.0, top_p=1.0, max_tokens=s.judge_max_tokens, seed=seed)
+        return Sampling(temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, seed=seed)
+
+    def _remaining(self, epoch: int, calls_left_in_epoch: int) -> int:
+        """Calls a chain still has after this one: the rest of this epoch plus 3 per later epoch."""
+        return calls_left_in_epoch + 3 * (self.algorithm.epochs - epoch)
+
+    async def _answer(self, record: Record, epoch: int) -> Result:
+        request = Request(record.messages(self.separator, with_output=False), self._sampling(record.id, "answer"))
+        return await self.roles.responder("answer", request, self._remaining(epoch, 0))
+
+    def _tick(self, record: Record | None = None) -> None:
+        p = self.progress
+        p.steps_done += 1
+        if record is not None:
+            if record.status == "kept":
+                p.kept += 1
+            elif record.status == "eliminated":
+                p.eliminated += 1
+            else:
+                p.errors += 1
+        self.on_step(p)
+
+    # ---------------------------------------------------------------- one chain
+    async def run(self, seed: Seed) -> None:
+        c = self.algorithm
+        root_id = seed_record_id(seed.index, seed.instruction, seed.input)
+        root = Record(
+            id=root_id, root_id=root_id, parent_id=None, epoch=0, op="seed",
+            instruction=seed.instruction, input=seed.input, meta={"source": seed.source},
+        )
+        if c.seed_responses == "keep" and seed.output.strip():
+            root.output, root.model = seed.output, "seed-file"
+        else:
+            result = await self._answer(root, 0)
+            root.model = self.roles.responder.model
+            if not result.ok:
+                root.status, root.reason, root.evidence = "error", "call_failed", {"purpose": "answer", "error": result.error}
+                self.commit([root], seed.index, 0, root_id, "error")
+                self._tick(root)
+                return
+            root.output = result.text
+        self.commit([root], seed.index, 0, root_id, "running")
+        self._tick(root)
+
+        current = root
+        for epoch in range(1, c.epochs + 1):
+            child = await self._evolve_once(current, epoch)
+            state = "error" if child.status == "error" else ("done" if epoch == c.epochs else "running")
+            if child.status == "kept":
+                current = child
+            self.commit([child], seed.index, epoch, current.id, state)
+            self._tick(child)
+            if child.status == "error":
+                # Stop this chain; its failed call is retried on the next run. The remaining epochs
+                # are counted as not attempted.
+                return
+
+    async def _evolve_once(self, parent: Record, epoch: int) -> Record:
+        c, t = self.algorithm, self.templates
+        op = choose_operation(self.weights, c.seed, parent.id, epoch)
+        data_format = None
+        if t.data_formats(op):
+            data_format = choose_data_format(t.data_formats(op), c.seed, parent.id, epoch)
+        given = join_input(parent.instruction, parent.input, self.separator)
+        child_id = child_record_id(parent.id, epoch, op)
+        child = Record(
+            id=child_id, root_id=parent.root_id, parent_id=parent.id, epoch=epoch, op=op,
+            instruction="", model=self.roles.evolver.model, history=parent.history,
+        )
+        if data_format:
+            child.meta["data_format"] = data_format
+
+        def fail(purpose: str, result: Result) -> Record:
+            child.status, child.reason = "error", "call_failed"
+            child.evidence = {"purpose": purpose, "error": result.error}
+            return child
+
+        def eliminate(reason: str, evidence: dict) -> Record:
+            child.status, child.reason, child.evidence = "eliminated", reason, evidence
+            return child
+
+        request = Request(t.messages(t.render(op, given, data_format)), self._sampling(child_id, "evolve"))
+        evolved = await self.roles.evolver("evolve", request, self._remaining(epoch, 2))
+        if not evolved.ok:
+            return fail("evolve", evolved)
+        child.instruction = evolved.text.strip()
+
+        # Cheap rules first: they need no further call and no later rule could save the child.
+        verdict = self.rules.check_instruction(child.instruction)
+        if verdict:
+            return eliminate(verdict.reason, verdict.evidence)
+
+        if c.equality_check and self.rules.equality:
+            judge_prompt = t.render_equality(given, child.instruction)
+            judged = await self.roles.judge(
+                "equality",
+                Request([{"role": "user", "content": judge_prompt}], self._sampling(child_id, "equality", judge=True)),
+                self._remaining(epoch, 1),
+            )
+            if not judged.ok:
+                return fail("equality", judged)
+            verdict, parsed = check_equality(judged.text)
+            child.meta["equality_judge"] = judged.text.strip()[:80]
+            if not parsed:
+                self.progress.equality_unparsed += 1
+                child.meta["equality_unparsed"] = True
+            if verdict:
+                return eliminate(verdict.reason, verdict.evidence)
+
+        answered = await self._answer(child, epoch)
+        if not answered.ok:
+            return fail("answer", answered)
+        child.output = answered.text
+        verdict = self.rules.check_response(child.output)
+        if verdict:
+            return eliminate(verdict.reason, verdict.evidence)
+        return child

@@ -1,0 +1,165 @@
+"""The settings of an evolve run, in sections, validated when built.
+
+What binds a run (the store refuses to resume with anything else) is a positive list: `bound()` names
+every setting that changes the dataset. Everything else (transport, executor, budget, where the seeds
+file lies, which endpoint serves a model) changes speed and limits only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..models.base import ModelSpec, Transport
+from .templates import TemplateSet
+
+SEPARATORS = {"repo": "\r\n", "newline": "\n", "blank-line": "\n\n", "space": " "}
+SEED_RESPONSES = ("generate", "keep")
+
+
+@dataclass(slots=True)
+class Source:
+    """Where the seeds come from and how a row becomes an instruction."""
+
+    seeds: str
+    limit: int | None = None
+    column: str = "instruction"
+    input_column: str | None = "input"
+    input_separator: str = "\r\n"  # the WizardLM repo's; SEPARATORS names the choices
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise ValueError("--limit must be 1 or more")
+        if self.input_separator not in SEPARATORS.values():
+            raise ValueError(f"input separator must be one of {', '.join(SEPARATORS)}")
+
+
+@dataclass(slots=True)
+class Algorithm:
+    """The method: epochs, operations and their weights, the prompts, and the elimination rules."""
+
+    epochs: int = 4
+    seed: int = 0
+    templates: str = "paper"
+    op_weights: str | None = None
+    seed_responses: str = "generate"  # generate: answer seeds (the paper); keep: keep the seed file's outputs
+    equality_check: bool = True
+    task: str = "chat"  # which rule list (evolve/rules.py RULE_SETS)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError("--epochs must be 1 or more")
+        if self.seed_responses not in SEED_RESPONSES:
+            raise ValueError(f"--seed-responses must be {' or '.join(SEED_RESPONSES)}")
+
+
+@dataclass(slots=True)
+class SamplingConfig:
+    max_tokens: int = 2048
+    temperature: float = 1.0
+    top_p: float = 0.9
+    judge_max_tokens: int = 16
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1 or self.judge_max_tokens < 1:
+            raise ValueError("max tokens must be 1 or more")
+        if self.temperature < 0 or not 0 <= self.top_p <= 1:
+            raise ValueError("temperature must be >= 0 and top-p in [0, 1]")
+
+
+@dataclass(slots=True)
+class Roles:
+    """Who does what. None: the evolver plays the role too."""
+
+    evolver: ModelSpec = field(default_factory=ModelSpec)
+    responder: ModelSpec | None = None
+    judge: ModelSpec | None = None
+
+    def __post_init__(self) -> None:
+        from ..models.registry import check_spec
+
+        for spec in (self.evolver, self.responder, self.judge):
+            if spec is not None:
+                check_spec(spec)
+
+    @property
+    def answer(self) -> ModelSpec:
+        return self.responder or self.evolver
+
+    @property
+    def equality(self) -> ModelSpec:
+        return self.judge or self.evolver
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every role with its endpoint (never a key): what later commands reuse (`score` calls the run's model)."""
+        return {name: spec.to_dict() if spec else None for name, spec in
+                (("evolver", self.evolver), ("responder", self.responder), ("judge", self.judge))}
+
+
+@dataclass(slots=True)
+class ExecutorConfig:
+    """How chains are scheduled: never results."""
+
+    max_chains: int | None = None  # chains (seeds) in progress at once; default 4 x concurrency
+    shard: int = 0  # this process runs the seeds whose record id falls in shard `shard` of `shards`
+    shards: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.shard < self.shards:
+            raise ValueError(f"shard {self.shard} is not in 0..{self.shards - 1}")
+
+
+@dataclass(slots=True)
+class BudgetConfig:
+    max_calls: int | None = None
+    max_cost: float | None = None
+    prices: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_cost is not None and self.prices is None:
+            raise ValueError("--max-cost needs --prices FILE (a price table) to know what calls cost")
+
+
+@dataclass(slots=True)
+class EvolveConfig:
+    source: Source
+    algorithm: Algorithm = field(default_factory=Algorithm)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    roles: Roles = field(default_factory=Roles)
+    transport: Transport = field(default_factory=Transport)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+
+    def bound(self, templates: TemplateSet, seeds_digest: str) -> dict[str, Any]:
+        """Every setting that determines the dataset: a RUN_DIR is bound to exactly these.
+
+        The keys are those runs have always been bound with, so a run made before the config had
+        sections still resumes; new settings join only when they differ from the old behaviour.
+        """
+        s, a, p, r = self.source, self.algorithm, self.sampling, self.roles
+
+        def model(spec: ModelSpec | None) -> dict[str, Any] | None:
+            return None if spec is None else {"backend": spec.backend, "model": spec.model}
+
+        data: dict[str, Any] = {
+            "epochs": a.epochs, "limit": s.limit, "seed": a.seed, "op_weights": a.op_weights,
+            "column": s.column, "input_column": s.input_column, "input_separator": s.input_separator,
+            "seed_responses": a.seed_responses, "equality_check": a.equality_check,
+            "evolver": model(r.evolver), "responder": model(r.responder), "judge": model(r.judge),
+            "max_tokens": p.max_tokens, "temperature": p.temperature, "top_p": p.top_p,
+            "judge_max_tokens": p.judge_max_tokens,
+            "seeds_file": Path(s.seeds).name, "seeds_sha256": seeds_digest,
+            "templates": templates.name, "templates_sha256": templates.digest(),
+        }
+        if a.task != "chat":
+            data["task"] = a.task
+        if self.executor.shards > 1:
+            data["shard"] = [self.executor.shard, self.executor.shards]
+        return data
+
+
+def stored_separator(bound: dict[str, Any]) -> str:
+    """The input separator a stored run was made with (runs have always stored it)."""
+    return bound.get("input_separator", SEPARATORS["repo"])
+

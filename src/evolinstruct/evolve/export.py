@@ -1,0 +1,59 @@
+"""`evolinstruct export`: the training mix in the formats fine-tuning stacks read."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ..records import join_input
+from ..rundir import RunDir, write_atomic_lines
+
+EXPORT_FORMATS = ("alpaca", "sharegpt", "openai")
+
+
+def _prompt(row: dict[str, Any]) -> str:
+    return join_input(row.get("instruction", ""), row.get("input", "") or "", "\n\n")
+
+
+SHAREGPT_FROM = {"user": "human", "assistant": "gpt", "system": "system"}
+
+
+def _messages(row: dict[str, Any]) -> list[dict[str, str]]:
+    """The row's conversation: earlier turns (a multi-turn record's history), then its last turn."""
+    last = [{"role": "user", "content": _prompt(row)}, {"role": "assistant", "content": row["output"]}]
+    return [*row.get("history", []), *last]
+
+
+def convert(rows: Iterable[dict[str, Any]], fmt: str) -> Iterator[dict[str, Any]]:
+    for row in rows:
+        if fmt == "alpaca":
+            out = {"instruction": row["instruction"], "input": row.get("input", ""), "output": row["output"]}
+        elif fmt == "sharegpt":
+            turns = [{"from": SHAREGPT_FROM.get(m["role"], m["role"]), "value": m["content"]} for m in _messages(row)]
+            out = {"id": row.get("id"), "conversations": turns}
+        elif fmt == "openai":
+            out = {"messages": _messages(row)}
+        else:
+            raise ValueError(f"unknown export format '{fmt}' (choose {', '.join(EXPORT_FORMATS)})")
+        if "scores" in row and fmt != "openai":  # the OpenAI fine-tuning schema takes messages only
+            out["scores"] = row["scores"]
+        yield out
+
+
+def export(run_dir: str | Path, fmt: str, out: str | Path) -> int:
+    run_dir = Path(run_dir)
+    source = RunDir(run_dir).dataset
+    if not source.exists():
+        raise FileNotFoundError(f"{source}: no dataset here; run `evolinstruct evolve ... -o {run_dir}` first")
+
+    def rows() -> Iterator[dict[str, Any]]:
+        with open(source, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    yield json.loads(line)
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return write_atomic_lines(out, convert(rows(), fmt))

@@ -1,0 +1,116 @@
+"""The backend contract.
+
+A backend takes a batch of requests and returns one result per request, in order. A failed request
+becomes a `Result` with `error` set; a batch never raises for one bad request. This is the shape of
+vLLM's `LLM.chat` and ray.data.llm's processors, so a scale-out backend is an adapter, not a rewrite.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+EMBEDDED = "embedded"
+
+
+class BackendError(RuntimeError):
+    """A backend that cannot start (missing dependency, missing key): the message says what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 512
+    seed: int | None = None  # per-request seed: reproducible sampling where the backend honours it
+
+    def to_dict(self) -> dict[str, Any]:
+        # Spelled out rather than dataclasses.asdict: this runs for every call, twice.
+        return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens, "seed": self.seed}
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    messages: list[dict[str, str]]
+    sampling: Sampling = field(default_factory=Sampling)
+    # A regex the response must start with (see models/guide.py). Only a backend whose capabilities say
+    # `guides` enforces it, so callers set it only for such a backend.
+    guide: str | None = None
+
+
+@dataclass(slots=True)
+class Result:
+    text: str = ""
+    error: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What every backend implements. Its class also says what it can do (capability flags, read with
+    `capabilities()`): callers ask what a backend can do, never which backend it is."""
+
+    name: str
+    model: str
+
+    async def generate(self, requests: list[Request]) -> list[Result]: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    # Enforces `Request.guide` while decoding (a regex the response must start with).
+    guides: bool = False
+    # Loads weights into this process: built lazily, so a resumed run whose calls are all stored loads none.
+    in_process: bool = False
+    # Needs a model name (a served model or a hub id); the others default to the embedded model.
+    needs_model: bool = False
+
+
+def capabilities(backend: Any) -> Capabilities:
+    """A backend class's or instance's flags; a class that declares none has none."""
+    return getattr(backend, "capabilities", Capabilities())
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """Which model plays a role: its backend, its name, its endpoint, and the variable that holds its key."""
+
+    backend: str = "local"
+    model: str | None = None
+    base_url: str | None = None
+    api_key_env: str = DEFAULT_KEY_ENV
+
+    @property
+    def label(self) -> str:
+        return self.model or EMBEDDED
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backend": self.backend, "model": self.model, "base_url": self.base_url, "api_key_env": self.api_key_env}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> ModelSpec | None:
+        if not data:
+            return None
+        known = {k: data[k] for k in ("backend", "model", "base_url", "api_key_env") if data.get(k) is not None}
+        return cls(**known)
+
+
+@dataclass(frozen=True, slots=True)
+class Transport:
+    """How calls are sent: speed and limits, never results (not bound to a run)."""
+
+    concurrency: int = 32
+    rpm: float | None = None
+    tpm: float | None = None
+    request_timeout: float = 600.0
+    max_retries: int = 6
+    http_client: str = "aiohttp"

@@ -2,6 +2,7 @@
 
 RUN_DIR/
   run.sqlite            the run store (store.py): every call, record, score, the bound config
+  run.lock              the pid of the process writing the run, locked while it runs
   dataset.jsonl         the training mix (kept records)       eliminated.jsonl   failed evolutions
   errors.jsonl          calls that failed after retries       stats.json         counts, by every command
   filtered/NAME/        `evolinstruct filter` subsets: dataset.jsonl, removed.jsonl, filter_stats.json
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 STORE_FILE = "run.sqlite"
+LOCK_FILE = "run.lock"  # held by the one process that writes the run (store.py)
 DATASET = "dataset.jsonl"
 ELIMINATED = "eliminated.jsonl"
 ERRORS = "errors.jsonl"

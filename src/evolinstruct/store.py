@@ -15,8 +15,10 @@ Migrations are ordered and named, as in simonw/llm.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import sqlite3
 import time
 from collections import defaultdict
@@ -27,7 +29,7 @@ from typing import Any
 
 from .models.base import Request, Result
 from .records import Record
-from .rundir import STORE_FILE
+from .rundir import LOCK_FILE, STORE_FILE
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -110,8 +112,10 @@ class RunStore:
             except sqlite3.DatabaseError as exc:
                 raise StoreError(f"{self.path}: not a readable run store ({exc})") from None
             self._failed_keys: set[str] = set()
+            self._lock = None
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = _lock(self.run_dir)
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
@@ -291,6 +295,31 @@ class RunStore:
 
     def close(self) -> None:
         self.db.close()
+        if self._lock is not None:
+            self._lock.close()  # closing the file releases the lock
+            self._lock = None
+
+
+def _lock(run_dir: Path):  # -> an open file holding the lock
+    """One writer per run: an exclusive flock on RUN_DIR/run.lock, held while the store is open.
+
+    The kernel drops a flock when its process dies (even by SIGKILL), so a stale lock never blocks;
+    a second process refuses at once, naming the holder's pid.
+    """
+    handle = open(run_dir / LOCK_FILE, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise StoreError(f"{run_dir} is in use by pid {holder}: wait for it to finish, or stop it "
+                         "(one process writes a run at a time)") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
 
 
 def _mean(values: list[float]) -> float | None:

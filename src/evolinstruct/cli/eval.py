@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from ..models import BackendError, ModelSpec, resolve_role
-from ..store import ConfigMismatch
+from ..store import ConfigMismatch, StoreError
 from . import display
 from .console import console, fail, stops_cleanly
 
@@ -114,7 +114,7 @@ def eval_main(
         if task_id is not None:
             progress.update(task_id, completed=p.done, unparsed=p.unparsed, failed=p.failed)
 
-    with stops_cleanly(progress, (TestsetError, ConfigMismatch, BackendError, ValueError)):
+    with stops_cleanly(progress, (TestsetError, ConfigMismatch, StoreError, BackendError, ValueError)):
         try:
             results = run_eval(config, out, on_start=on_start, on_item=on_item)
         except BudgetExhausted:

@@ -11,7 +11,7 @@ import typer
 from ..evolve.templates import TemplateError
 from ..models import BackendError, Transport, endpoint, resolve_role
 from ..seeds import SeedError
-from ..store import ConfigMismatch
+from ..store import ConfigMismatch, StoreError
 from . import display
 from .console import console, fail, stops_cleanly
 
@@ -117,7 +117,7 @@ def evolve(
         rate = f"{task.speed:.2f} steps/s" if task.speed else ""
         progress.update(task_id, completed=p.steps_done, kept=p.kept, elim=p.eliminated, err=p.errors, rate=rate)
 
-    with stops_cleanly(progress, (SeedError, TemplateError, ConfigMismatch, BackendError, ValueError)):
+    with stops_cleanly(progress, (SeedError, TemplateError, ConfigMismatch, StoreError, BackendError, ValueError)):
         stats = run_evolve(config, out, on_step=on_step, on_start=on_start)
     if last_seen is not None:
         last_draw = 0.0

@@ -9,7 +9,7 @@ import typer
 
 from ..evolve.templates import TemplateError
 from ..models import BackendError
-from ..store import ConfigMismatch
+from ..store import ConfigMismatch, StoreError
 from . import display
 from .console import console, stops_cleanly
 
@@ -52,7 +52,7 @@ def score(
         if task_id is not None:
             progress.update(task_id, completed=p.done, unparsed=sum(p.parse_failures.values()))
 
-    with stops_cleanly(progress, (FileNotFoundError, ConfigMismatch, BackendError, TemplateError, ValueError),
+    with stops_cleanly(progress, (FileNotFoundError, ConfigMismatch, StoreError, BackendError, TemplateError, ValueError),
                        interrupted="every finished call is stored; rerun the same command to resume."):
         stats = run_score(run_dir, options, on_start=on_start, on_progress=on_progress)
     progress.stop()

@@ -2,7 +2,7 @@
 
 Layers, top to bottom (ARCHITECTURE in README.md):
   cli -> commands (evolve, quality, evaluate, train, report) -> calls, store, models, slots -> records, seeds,
-  rundir, kv, datadir. Every import counts, function-level ones too: a lazy import is still a dependency.
+  rundir, kv, datadir, redact. Every import counts, function-level ones too: a lazy import is still a dependency.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ LAYERS = {
     "cli": 3,
     "evolve": 2, "quality": 2, "evaluate": 2, "train": 2, "report": 2,
     "calls": 1, "store": 1, "models": 1, "slots": 1,
-    "records": 0, "seeds": 0, "rundir": 0, "kv": 0, "datadir": 0,
+    "records": 0, "seeds": 0, "rundir": 0, "kv": 0, "datadir": 0, "redact": 0,
 }
 
 

@@ -128,6 +128,10 @@ def test_report_in_chromium(small_run: Path, tmp_path: Path) -> None:
     html = out.read_text(encoding="utf-8")
     assert info["bytes"] < 500_000
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)  # nothing remote to load
+    # The one inline script is allowed by its hash, never by 'unsafe-inline'.
+    policy = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', html).group(1)
+    script_src = next(d.strip() for d in policy.split(";") if d.strip().startswith("script-src"))
+    assert "'unsafe-inline'" not in script_src and re.fullmatch(r"script-src 'sha256-[A-Za-z0-9+/]{43}='", script_src)
 
     seeds = [r for r in records if r["epoch"] == 0]
     with sync_playwright() as pw:
@@ -138,6 +142,9 @@ def test_report_in_chromium(small_run: Path, tmp_path: Path) -> None:
         page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
         page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
         page.on("request", lambda r: requests.append(r.url))
+        # A CSP violation is a console error in Chromium; the event also names what was blocked.
+        page.add_init_script("window.__csp = []; document.addEventListener('securitypolicyviolation', "
+                             "e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI + ' ' + e.sample))")
         page.route(re.compile(r"^(?!file:|data:)"), lambda route: route.abort())
         page.goto(out.as_uri())
 
@@ -179,6 +186,8 @@ def test_report_in_chromium(small_run: Path, tmp_path: Path) -> None:
         assert page.locator("#seed-list button").count() < len(seeds)
 
         page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        violations = page.evaluate("window.__csp")
         browser.close()
     assert problems == []
+    assert violations == []
     assert requests and all(u.startswith(("file:", "data:")) for u in requests), requests

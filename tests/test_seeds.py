@@ -98,3 +98,53 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path):
     )
     assert missing.returncode == 2 and "nope.json:0: no such file" in missing.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "columns", "expected"),
+    [
+        # A JSON array is the whole file: what follows it was silently dropped before.
+        ("two.json", '[{"instruction": "a"}]\n[{"instruction": "b"}]\n', None, "two.json:2: unexpected text after the JSON array"),
+        ("tail.json", '[\n{"instruction": "a"}\n]\nx', None, "tail.json:4: unexpected text after the JSON array"),
+        # An instruction must be text: no number, list, object or boolean becomes its Python repr.
+        ("n.jsonl", '{"instruction": 3.5}\n', None, "n.jsonl:1: column 'instruction' holds a number, expected text"),
+        ("b.jsonl", '{"instruction": true}\n', None, "b.jsonl:1: column 'instruction' holds a boolean"),
+        ("l.jsonl", '{"instruction": "ok", "output": ["x"]}\n', None, "l.jsonl:1: column 'output' holds a list"),
+        ("top.json", "[1, 2]\n", None, "top.json:1: expected an object (or a string), got a number"),
+        # ShareGPT / OpenAI chat rows: not seeds for the chat task yet; say so and how to pick a column.
+        ("sg.jsonl", json.dumps({"conversations": [{"from": "human", "value": "Hi"}], "title": "t"}) + "\n",
+         SeedColumns(instruction="conversations"), "sg.jsonl:1: column 'conversations' holds a conversation"),
+        ("oa.jsonl", json.dumps({"messages": [{"role": "user", "content": "Hi"}]}) + "\n", None,
+         "oa.jsonl:1: missing column 'instruction' (has: messages); this looks like a chat file"),
+        # Nothing to evolve is an error, not a run of 0 seeds.
+        ("none.jsonl", "\n\n", None, "none.jsonl:1: no seeds"),
+        ("none.csv", "instruction,input\n", None, "none.csv:1: no seeds"),
+        ("void.jsonl", '{"instruction": null}\n', None, "void.jsonl:1: no usable seed: all 1 rows have an empty 'instruction'"),
+    ],
+)
+def test_wrong_input_that_was_accepted_is_one_line(tmp_path, name, content, columns, expected):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(SeedError) as info:
+        list(read_seeds(path, columns))
+    message = str(info.value)
+    assert message.startswith(f"{path.parent}/{expected}"), message
+    assert "\n" not in message
+    if "conversation" in expected or "chat file" in expected:
+        assert "not supported yet by the chat task" in message and "--column" in message
+
+
+def test_numbers_in_input_and_output_are_text_as_written(tmp_path):
+    path = tmp_path / "math.jsonl"
+    path.write_text('{"instruction": "Add 1 and 2.", "input": 7, "output": 3}\n{"instruction": "Halve 5.", "output": 2.5}\n')
+    seeds = list(read_seeds(path))
+    assert [(s.input, s.output) for s in seeds] == [("7", "3"), ("", "2.5")]
+    pq_file = tmp_path / "n.parquet"
+    pq.write_table(pa.table({"instruction": ["a", "b"], "output": [1.0, float("nan")]}), pq_file)
+    assert [s.output for s in read_seeds(pq_file)] == ["1.0", ""]  # NaN: a dataframe's empty cell
+
+
+def test_a_json_array_then_only_whitespace_is_fine(tmp_path):
+    path = tmp_path / "ok.json"
+    path.write_text('[{"instruction": "a"}, "b"]\n\n  \n')
+    assert [s.instruction for s in read_seeds(path)] == ["a", "b"]

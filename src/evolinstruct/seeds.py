@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,11 @@ def _iter_json_array(path: Path) -> Iterator[tuple[int, Any]]:
         if pos >= len(buf):
             raise SeedError(f"{path}:{line_at(pos)}: unterminated JSON array")
         if buf[pos] == "]":
+            pos += 1
+            skip(" \t\r\n")
+            if pos < len(buf):  # more after the array: a second array, JSON lines, a stray character
+                raise SeedError(f"{path}:{line_at(pos)}: unexpected text after the JSON array "
+                                "(a .json seed file is one array, or one JSON object per line)")
             return
         while True:
             try:
@@ -170,28 +176,63 @@ def iter_raw(path: Path) -> Iterator[tuple[int, Any]]:
         raise SeedError(f"{path}:0: unknown seed format '{suffix}' (use .json, .jsonl, .csv or .parquet)")
 
 
-def _text(value: Any) -> str:
-    if value is None:
+_TYPE_NAMES = {bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object"}
+CONVERSATION_COLUMNS = ("conversations", "messages")  # ShareGPT and OpenAI chat rows
+
+
+def _is_conversation(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(turn, dict) and ({"from", "value"} <= turn.keys() or {"role", "content"} <= turn.keys())
+        for turn in value
+    )
+
+
+def _conversation_hint(item: dict[str, Any]) -> str:
+    text_columns = [k for k, v in item.items() if isinstance(v, str)][:6]
+    pick = f" (text columns here: {', '.join(text_columns)})" if text_columns else ""
+    return ("conversation seeds are not supported yet by the chat task; pick a text column with --column"
+            + pick)
+
+
+def _text(path: Path, lineno: int, item: dict[str, Any], column: str, numbers: bool) -> str:
+    """A text cell: a string, or nothing (None). A number is text only in input/output columns (`numbers`):
+    an instruction must be text. Lists, objects and booleans are never turned into their Python repr."""
+    value = item.get(column)
+    if value is None or (isinstance(value, float) and math.isnan(value)):  # missing (NaN: a dataframe's empty cell)
         return ""
-    return value if isinstance(value, str) else str(value)
+    if isinstance(value, str):
+        return value
+    if numbers and isinstance(value, int | float) and not isinstance(value, bool):
+        return json.dumps(value)  # 3 -> "3", 2.5 -> "2.5", as the file wrote it
+    if _is_conversation(value):
+        raise SeedError(f"{path}:{lineno}: column '{column}' holds a conversation (a list of turns): "
+                        + _conversation_hint(item))
+    kind = _TYPE_NAMES.get(type(value), type(value).__name__)
+    need = "text (a string)" if not numbers else "text or a number"
+    raise SeedError(f"{path}:{lineno}: column '{column}' holds {kind}, expected {need}"
+                    + ("; a seed instruction must be text" if not numbers else ""))
 
 
 def _fields(path: Path, lineno: int, item: Any, cols: SeedColumns) -> tuple[str, str, str]:
     if isinstance(item, str):
         return item, "", ""
     if not isinstance(item, dict):
-        raise SeedError(f"{path}:{lineno}: expected an object, got {type(item).__name__}")
+        kind = _TYPE_NAMES.get(type(item), type(item).__name__)
+        raise SeedError(f"{path}:{lineno}: expected an object (or a string), got {kind}")
     if cols.instruction not in item:
         keys = ", ".join(sorted(item)[:8])
+        if any(_is_conversation(item.get(c)) for c in CONVERSATION_COLUMNS):
+            raise SeedError(f"{path}:{lineno}: missing column '{cols.instruction}' (has: {keys}); this looks like a "
+                            "chat file: " + _conversation_hint(item))
         raise SeedError(f"{path}:{lineno}: missing column '{cols.instruction}' (has: {keys}); choose one with --column")
-    instruction = _text(item[cols.instruction])
-    input_text = _text(item.get(cols.input)) if cols.input else ""
-    output = _text(item.get(cols.output)) if cols.output else ""
+    instruction = _text(path, lineno, item, cols.instruction, numbers=False)
+    input_text = _text(path, lineno, item, cols.input, numbers=True) if cols.input else ""
+    output = _text(path, lineno, item, cols.output, numbers=True) if cols.output else ""
     instances = item.get("instances")
     if isinstance(instances, list) and instances and isinstance(instances[0], dict):
         # Self-Instruct seed_tasks.jsonl: the first instance supplies input and output.
-        input_text = input_text or _text(instances[0].get("input"))
-        output = output or _text(instances[0].get("output"))
+        input_text = input_text or _text(path, lineno, instances[0], "input", numbers=True)
+        output = output or _text(path, lineno, instances[0], "output", numbers=True)
     return instruction, input_text, output
 
 
@@ -201,14 +242,16 @@ def read_seeds(
     limit: int | None = None,
     stats: SeedReadStats | None = None,
 ) -> Iterator[Seed]:
-    """Yield seeds in file order. Empty instructions are skipped and counted in `stats`."""
+    """Yield seeds in file order. Empty instructions are skipped and counted in `stats`. A file with no seed
+    at all (empty, or every instruction empty) is an error: a run of nothing is never what was meant."""
     path = Path(path)
     cols = columns or SeedColumns()
     stats = stats if stats is not None else SeedReadStats()
-    index = 0
+    index = rows = last_line = 0
     for lineno, item in iter_raw(path):
         if limit is not None and index >= limit:
             return
+        rows, last_line = rows + 1, lineno
         instruction, input_text, output = _fields(path, lineno, item, cols)
         if not instruction.strip():
             stats.skipped_empty += 1
@@ -216,3 +259,8 @@ def read_seeds(
         stats.read += 1
         yield Seed(index=index, instruction=instruction, input=input_text, output=output, source=f"{path.name}:{lineno}")
         index += 1
+    if index == 0:
+        if rows == 0:
+            raise SeedError(f"{path}:1: no seeds: the file holds no rows")
+        raise SeedError(f"{path}:{last_line}: no usable seed: all {rows} rows have an empty '{cols.instruction}'; "
+                        "choose the instruction column with --column")

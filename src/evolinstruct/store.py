@@ -9,12 +9,16 @@
 - `meta`: the run's config and its hash; a RUN_DIR with a different config is refused.
 - `scores`: one value per (record, scorer) from `evolinstruct score`; NULL where an LLM's output did not parse.
 
-WAL mode with synchronous=NORMAL makes every commit survive a SIGKILL of the process.
+WAL mode with synchronous=NORMAL makes every commit survive a SIGKILL of the process. A SQLite error at
+open or write time (a read-only directory, a full disk) is a `StoreError`: one line naming the file and
+what to do. A failed write rolls its transaction back, so the store keeps every earlier commit and a rerun
+resumes from there.
 Migrations are ordered and named, as in simonw/llm.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -76,7 +80,30 @@ class ConfigMismatch(RuntimeError):
 
 
 class StoreError(RuntimeError):
-    """A run store that cannot be opened as asked; the message names the file."""
+    """A run store that cannot be opened or written as asked; the message is one line naming the file."""
+
+
+_READ_ONLY = ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH")
+
+
+def store_error(path: Path, exc: sqlite3.Error, doing: str) -> StoreError:
+    """A SQLite error as one line: the file, what failed, SQLite's words, and what to do."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    text = str(exc)
+    if name.startswith("SQLITE_FULL") or "disk is full" in text:
+        hint = "the disk is full: free space, then rerun the same command to resume (every finished step is stored)"
+    elif name.startswith(_READ_ONLY) or "readonly" in text or "unable to open" in text:
+        hint = ("the run directory is read-only or cannot be written: make it writable, "
+                "or copy the run to a writable place and use the copy")
+    elif name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")) or "not a database" in text or "malformed" in text:
+        hint = "this is not a run store, or a damaged one: use another RUN_DIR"
+    elif name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text:
+        hint = "another process holds the store: wait for it to finish"
+    elif name.startswith("SQLITE_IOERR") or "I/O error" in text:
+        hint = "the disk reported an error: check it (and free space), then rerun the same command to resume"
+    else:
+        hint = "rerun the same command to resume; every finished step is stored"
+    return StoreError(f"{path}: cannot {doing} ({text}): {hint}")
 
 
 def request_json(model: str, request: Request) -> str:
@@ -106,22 +133,69 @@ class RunStore:
         if readonly:
             if not self.path.is_file():
                 raise StoreError(f"{self.path}: no run store here; run `evolinstruct evolve SEEDS -o {self.run_dir}` first")
-            try:
-                self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
-                self.db.execute("SELECT 1 FROM records LIMIT 1")
-            except sqlite3.DatabaseError as exc:
-                raise StoreError(f"{self.path}: not a readable run store ({exc})") from None
+            self.db = self._open_readonly()
             self._failed_keys: set[str] = set()
             self._lock = None
             return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = _lock(self.run_dir)
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self._migrate()
-        # Keys with a recorded failure: only their later success has a failures row to delete.
-        self._failed_keys: set[str] = {row[0] for row in self.db.execute("SELECT key FROM failures")}
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise StoreError(f"{self.run_dir}: exists and is not a directory; give a RUN_DIR path")
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._lock = _lock(self.run_dir)
+        except OSError as exc:
+            raise StoreError(f"{self.run_dir}: cannot write here ({exc.strerror or exc}): "
+                             + _os_hint(exc)) from None
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+            # Keys with a recorded failure: only their later success has a failures row to delete.
+            self._failed_keys = {row[0] for row in self.db.execute("SELECT key FROM failures")}
+        except sqlite3.DatabaseError as exc:
+            error = self._error(exc, "open the run store for writing")
+            self.close()
+            raise error from None
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        """Open without writing. A WAL store in a read-only directory cannot be opened with mode=ro (SQLite
+        would create its -shm file there): then, when no write-ahead log holds commits (a writer that closed
+        cleanly merged it), the file is opened as immutable, which reads it as it is."""
+        uri = self.path.resolve().as_uri()
+        try:
+            db = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False)
+            db.execute("SELECT 1 FROM records LIMIT 1")
+            return db
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorname", "") != "SQLITE_CANTOPEN" and "unable to open" not in str(exc):
+                raise StoreError(f"{self.path}: not a readable run store ({exc})") from None
+            wal = self.path.with_name(self.path.name + "-wal")
+            if wal.exists() and wal.stat().st_size > 0:
+                raise StoreError(f"{self.path}: cannot open in this read-only directory: its write-ahead log "
+                                 f"{wal.name} holds commits not yet merged; make the directory writable once "
+                                 "(any command that opens the run merges it), or copy the run elsewhere") from None
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: not a readable run store ({exc})") from None
+        try:
+            db = sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False)
+            db.execute("SELECT 1 FROM records LIMIT 1")
+            return db
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: not a readable run store ({exc})") from None
+
+    def _error(self, exc: sqlite3.Error, doing: str) -> BaseException:
+        """A failed statement: roll back its transaction (earlier commits stay), and the one-line StoreError.
+        Errors of this module's own making (integrity, misuse) come back as they are."""
+        if isinstance(exc, sqlite3.IntegrityError | sqlite3.ProgrammingError | sqlite3.InterfaceError):
+            return exc
+        db = getattr(self, "db", None)
+        if db is not None:
+            try:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # the connection is unusable; closing it rolls back
+        return store_error(self.path, exc, doing)
 
     # ------------------------------------------------------------------ schema
     def _migrate(self) -> None:
@@ -138,11 +212,17 @@ class RunStore:
 
     # ------------------------------------------------------------------ meta / config
     def get_meta(self, key: str) -> Any:
-        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        try:
+            row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc, "read the run's settings") from None
         return json.loads(row[0]) if row else None
 
     def set_meta(self, key: str, value: Any) -> None:
-        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value, sort_keys=True)))
+        try:
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value, sort_keys=True)))
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc, "write to the run store") from None
 
     def bind_config(self, config: dict[str, Any]) -> bool:
         """Record the run's config, or check it against the stored one. True when resuming."""
@@ -172,24 +252,30 @@ class RunStore:
         """Store a successful call. `canonical_request` is `request_json(...)`, already built for the key."""
         row = (key, purpose, model, canonical_request, result.text, result.prompt_tokens, result.completion_tokens,
                result.finish_reason, time.time())
-        if key not in self._failed_keys:
-            # The common case is one statement, committed on its own. At 1,000 calls/s save_call was 12% of
-            # the client's CPU (py-spy), and three of its four statements were this BEGIN/DELETE/COMMIT.
+        try:
+            if key not in self._failed_keys:
+                # The common case is one statement, committed on its own. At 1,000 calls/s save_call was 12% of
+                # the client's CPU (py-spy), and three of its four statements were this BEGIN/DELETE/COMMIT.
+                self.db.execute("INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+                return
+            self.db.execute("BEGIN")
             self.db.execute("INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
-            return
-        self.db.execute("BEGIN")
-        self.db.execute("INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
-        self.db.execute("DELETE FROM failures WHERE key = ?", (key,))
-        self.db.execute("COMMIT")
+            self.db.execute("DELETE FROM failures WHERE key = ?", (key,))
+            self.db.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc, "store a call") from None
         self._failed_keys.discard(key)
 
     def save_failure(self, key: str, purpose: str, model: str, error: str) -> None:
         self._failed_keys.add(key)
-        self.db.execute(
-            "INSERT INTO failures VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT(key) DO UPDATE SET "
-            "error = excluded.error, attempts = attempts + 1, updated = excluded.updated",
-            (key, purpose, model, error, time.time()),
-        )
+        try:
+            self.db.execute(
+                "INSERT INTO failures VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT(key) DO UPDATE SET "
+                "error = excluded.error, attempts = attempts + 1, updated = excluded.updated",
+                (key, purpose, model, error, time.time()),
+            )
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc, "store a failed call") from None
 
     def call_totals(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
@@ -210,17 +296,18 @@ class RunStore:
     # ------------------------------------------------------------------ records and pool state
     def save_step(self, records: list[Record], seed_index: int, epoch_done: int, current_id: str, state: str) -> None:
         """Records of one chain step and the chain's new position, in one transaction."""
-        self.db.execute("BEGIN")
-        self.db.executemany(
-            "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?)",
-            [(record.id, record.root_id, seed_index, record.epoch, record.status,
-              json.dumps(record.to_dict(), ensure_ascii=False, sort_keys=True)) for record in records],
-        )
+        rows = [(record.id, record.root_id, seed_index, record.epoch, record.status,
+                 json.dumps(record.to_dict(), ensure_ascii=False, sort_keys=True)) for record in records]
         root = records[0].root_id if records else current_id
-        self.db.execute(
-            "INSERT OR REPLACE INTO chains VALUES (?, ?, ?, ?, ?)", (root, seed_index, epoch_done, current_id, state)
-        )
-        self.db.execute("COMMIT")
+        try:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self.db.execute(
+                "INSERT OR REPLACE INTO chains VALUES (?, ?, ?, ?, ?)", (root, seed_index, epoch_done, current_id, state)
+            )
+            self.db.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc, "store a step of the run") from None
 
     def iter_record_dicts(self, status: str | None = None) -> Iterator[dict[str, Any]]:
         """Records as stored (plain dicts), in lineage order: seed by seed, epoch by epoch."""
@@ -240,11 +327,14 @@ class RunStore:
     # ------------------------------------------------------------------ scores
     def save_scores(self, rows: Iterable[tuple[str, str, float | None, dict[str, Any] | str]]) -> None:
         """(record_id, scorer, value or None, detail) rows, replacing earlier scores, in one transaction."""
-        self.db.execute("BEGIN")
-        for record_id, scorer, value, detail in rows:
-            text = detail if isinstance(detail, str) else json.dumps(detail, ensure_ascii=False, sort_keys=True)
-            self.db.execute("INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?)", (record_id, scorer, value, text))
-        self.db.execute("COMMIT")
+        try:
+            self.db.execute("BEGIN")
+            for record_id, scorer, value, detail in rows:
+                text = detail if isinstance(detail, str) else json.dumps(detail, ensure_ascii=False, sort_keys=True)
+                self.db.execute("INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?)", (record_id, scorer, value, text))
+            self.db.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc, "store scores") from None
 
     def scores(self) -> dict[str, dict[str, float | None]]:
         """record_id -> {scorer: value}; a value is None where the scorer's output did not parse."""
@@ -294,7 +384,14 @@ class RunStore:
         return self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
 
     def close(self) -> None:
-        self.db.close()
+        try:
+            if getattr(self, "db", None) is not None:
+                self.db.close()
+        except sqlite3.Error:
+            pass  # closing cannot lose a commit; an unfinished transaction is rolled back
+        self._release()
+
+    def _release(self) -> None:
         if self._lock is not None:
             self._lock.close()  # closing the file releases the lock
             self._lock = None
@@ -320,6 +417,14 @@ def _lock(run_dir: Path):  # -> an open file holding the lock
     handle.write(str(os.getpid()))
     handle.flush()
     return handle
+
+
+def _os_hint(exc: OSError) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "the disk is full: free space and rerun"
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return "the location is read-only: choose a writable RUN_DIR, or make this one writable"
+    return "choose another RUN_DIR"
 
 
 def _mean(values: list[float]) -> float | None:

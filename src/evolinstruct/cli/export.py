@@ -20,6 +20,6 @@ def export_cmd(
 
     try:
         n = export(run_dir, fmt, out)
-    except (FileNotFoundError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # OutputError (a directory, a device, a full disk) is both
         fail(str(exc))
     console.print(f"wrote {n} rows ({fmt}) to {out}")

@@ -27,4 +27,6 @@ def report_cmd(
                             map_limit=map_limit, tree_limit=tree_limit)
     except ReportError as exc:
         fail(str(exc))
+    except OSError as exc:  # OutputError: -o a directory or a device, a read-only RUN_DIR, a full disk
+        fail(f"{exc}" + ("" if out else "; pass -o FILE to write the report elsewhere"))
     console.print(f"wrote {target} ({info['bytes'] / 1024:.0f} KB, {info['records']} records) in {info['seconds']:.1f}s")

@@ -10,7 +10,7 @@ import typer
 
 from ..kv import parse_pairs
 from ..models import BackendError
-from .console import console, fail
+from .console import console, fail, interrupted_exit, sigterm_as_ctrl_c
 
 
 def train_cmd(
@@ -46,6 +46,7 @@ def train_cmd(
     save_steps: Annotated[int | None, typer.Option(min=1, help="Checkpoint every N steps (default: 5 per run).")] = None,
     logging_steps: Annotated[int | None, typer.Option(min=1, help="Log the loss every N steps (default: ~50 points per run).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint in OUT_DIR, on the saved mix.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Write into a non-empty OUT_DIR that is not an earlier output of this config (its README.md, config.json, ... are replaced).")] = False,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch.")] = None,
 ) -> None:
     """Fine-tune a causal LM on the evolved data (TRL SFT; full or LoRA), loss on responses only."""
@@ -81,10 +82,18 @@ def train_cmd(
         if lora or qlora:
             lora_opts = LoraOptions(r=lora_r, alpha=lora_alpha, dropout=lora_dropout, target_modules=lora_target_modules,
                                     quantize_4bit=qlora, merge=merge)
-        result = train(TrainOptions(
-            data=data, out_dir=out, base=base, recipe=chosen, subset=subset, mix=spec, lora=lora_opts,
-            max_steps=max_steps, save_steps=save_steps, logging_steps=logging_steps, resume=resume, seed=seed, threads=threads,
-        ))
+        with sigterm_as_ctrl_c() as received:
+            try:
+                result = train(TrainOptions(
+                    data=data, out_dir=out, base=base, recipe=chosen, subset=subset, mix=spec, lora=lora_opts,
+                    max_steps=max_steps, save_steps=save_steps, logging_steps=logging_steps, resume=resume, seed=seed,
+                    threads=threads, overwrite=overwrite,
+                ))
+            except KeyboardInterrupt:
+                console.print(f"[yellow]interrupted[/]: checkpoints written so far are in {out / 'checkpoints'}; "
+                              "rerun the same command with --resume to continue from the latest one.",
+                              highlight=False, soft_wrap=True)
+                raise typer.Exit(interrupted_exit(received)) from None
     except (TrainDataError, TrainError, BackendError, ValueError, OSError) as exc:
         fail(str(exc))
     losses = result.train_loss

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..records import join_input
-from ..rundir import RunDir, write_atomic_lines
+from ..rundir import RunDir, check_output_file, make_output_dir, write_atomic_lines
 
 EXPORT_FORMATS = ("alpaca", "sharegpt", "openai")
 
@@ -42,18 +42,31 @@ def convert(rows: Iterable[dict[str, Any]], fmt: str) -> Iterator[dict[str, Any]
         yield out
 
 
+def check_format(fmt: str) -> str:
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format '{fmt}' (choose {', '.join(EXPORT_FORMATS)})")
+    return fmt
+
+
 def export(run_dir: str | Path, fmt: str, out: str | Path) -> int:
+    """RUN_DIR's dataset.jsonl in `fmt`, written atomically to the regular file `out`. Everything is checked
+    before anything is created: the format, the source, the target (a directory, a device or a pipe is
+    refused, never replaced)."""
+    check_format(fmt)
     run_dir = Path(run_dir)
     source = RunDir(run_dir).dataset
     if not source.exists():
         raise FileNotFoundError(f"{source}: no dataset here; run `evolinstruct evolve ... -o {run_dir}` first")
+    out = check_output_file(out)
 
     def rows() -> Iterator[dict[str, Any]]:
         with open(source, encoding="utf-8") as f:
-            for line in f:
+            for lineno, line in enumerate(f, start=1):
                 if line.strip():
-                    yield json.loads(line)
+                    try:
+                        yield json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise ValueError(f"{source}:{lineno}: malformed JSON line: {exc.msg}") from None
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out.parent)
     return write_atomic_lines(out, convert(rows(), fmt))

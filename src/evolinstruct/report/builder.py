@@ -7,6 +7,8 @@ evolution-tree browser, the map's tooltip and a few toggles.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import logging
 import time
@@ -20,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ..rundir import check_output_file, make_output_dir, write_text
 from . import charts
 from .charts import STATUS_COLORS, epoch_color, epoch_label, fmt_num
 from .data import RunData, load_run, redact
@@ -36,6 +39,15 @@ SCORER_ORDER = ["difficulty", "complexity", "quality", "length_tokens", "n_const
 
 def _asset(name: str) -> str:
     return resources.files("evolinstruct.report").joinpath("assets", name).read_text(encoding="utf-8")
+
+
+def csp(script: str) -> str:
+    """The page's Content-Security-Policy: nothing from the network, and only the one inline script, by its
+    sha256 (the tree data is a JSON block, which is never run). Styles stay 'unsafe-inline': the charts draw
+    with style attributes (bar widths, colours), which a hash cannot allow without 'unsafe-hashes' and one
+    hash per value; styles cannot run code."""
+    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
+    return f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; img-src data:"
 
 
 def _cut(text: str | None, limit: int = TEXT_LIMIT) -> str:
@@ -487,18 +499,19 @@ class Report:
             ("evaluation", "Evaluation", self.evaluations),
         ]
         nav = "".join(f'<a href="#{anchor}">{label}</a>' for anchor, label, _ in sections)
+        script = _asset("report.js")
         body = "".join(render() for _, _, render in sections)
         title = f"evolinstruct report: {self.data.run_dir.resolve().name}"
         return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:">
+<meta http-equiv="Content-Security-Policy" content="{csp(script)}">
 <title>{escape(title)}</title><style>{_asset("report.css")}</style></head>
 <body><header><div class="wrap"><h1>{escape(title)}</h1><p class="subtitle">{subtitle}</p>
 <nav>{nav}</nav></div></header>
 <main class="wrap"><section id="summary">{self.summary()}</section>{body}</main>
 <footer class="wrap">Made by <code>evolinstruct report</code>. Self-contained: this file loads nothing from the network.</footer>
-<script>{_asset("report.js")}</script></body></html>
+<script>{script}</script></body></html>
 """
 
 
@@ -506,6 +519,7 @@ def build_report(run_dir: str | Path, out: str | Path, eval_dirs: list[Path] | N
                  diversity_map: bool = True, map_limit: int = 2000, tree_limit: int = 1000) -> dict[str, Any]:
     """Write the report for RUN_DIR to `out`; returns what was done (records, bytes, seconds)."""
     started = time.monotonic()
+    check_output_file(out)  # a directory or a device as -o fails before the work, not after it
     data = load_run(run_dir, eval_dirs)
     embed = None
     if diversity_map:
@@ -513,9 +527,5 @@ def build_report(run_dir: str | Path, out: str | Path, eval_dirs: list[Path] | N
 
         embed = embed_texts
     html = Report(data, embed, map_limit=map_limit, tree_limit=tree_limit).page()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(out)
+    write_text(make_output_dir(Path(out).parent) / Path(out).name, html)
     return {"records": len(data.records), "bytes": len(html.encode("utf-8")), "seconds": time.monotonic() - started}

@@ -7,6 +7,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from ..rundir import write_text
 from .recipes import Recipe
 
 LOSS_SVG = "loss.svg"
@@ -107,7 +108,7 @@ def write_card(
     data_epochs = round(max((h.get("epoch", 0) for h in log_history), default=0), 2)
     last_step = {max(1, math.ceil(h["epoch"] - 1e-9)): h["step"] for h in log_history if "loss" in h and "epoch" in h}
     means = [(last_step[e], loss) for e, loss in loss_by_epoch(log_history)] if len(last_step) > 1 else []
-    (out_dir / LOSS_SVG).write_text(loss_svg(train, evals, means), encoding="utf-8")
+    write_text(out_dir / LOSS_SVG, loss_svg(train, evals, means))
     method = "full fine-tuning"
     if lora:
         method = f"{'QLoRA (4-bit base)' if lora.quantize_4bit else 'LoRA'} r={lora.r}, alpha={lora.alpha}, dropout={lora.dropout}, targets {lora.target_modules}"
@@ -184,4 +185,4 @@ def write_card(
         "```",
         "",
     ]
-    (out_dir / CARD).write_text("\n".join(lines), encoding="utf-8")
+    write_text(out_dir / CARD, "\n".join(lines))

@@ -8,6 +8,10 @@ or FSDP via configs/accelerate/). What this module adds is the wiring and the la
     OUT_DIR/adapter/         the LoRA adapter alone (with --lora)
     OUT_DIR/checkpoints/     Trainer checkpoints (--resume picks the latest)
     OUT_DIR/mix.jsonl, mix_stats.json, train_log.json, loss.svg, README.md (the model card)
+    OUT_DIR/train_config.json  what binds the output (data, base, recipe, mix, LoRA, seed), written first
+
+A non-empty OUT_DIR is refused unless it is an earlier output of the same config (a resume, or a rerun),
+or `--overwrite` is given: training never writes over someone's README.md or config.json unasked.
 
 With `--lora --no-merge` the adapter itself sits in OUT_DIR: transformers loads base + adapter from there.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import logging
 import math
 import os
@@ -36,6 +41,7 @@ log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 ADAPTER = "adapter"
 TRAIN_LOG = "train_log.json"
+TRAIN_CONFIG = "train_config.json"
 
 
 class TrainError(RuntimeError):
@@ -69,6 +75,7 @@ class TrainOptions:
     seed: int = 0
     threads: int | None = None
     progress: bool = True
+    overwrite: bool = False  # write into a non-empty OUT_DIR that is not an output of this config
 
 
 @dataclass
@@ -119,6 +126,44 @@ def prepare_mix(opts: TrainOptions, last_checkpoint: str | None) -> Mix:
         opts.out_dir.mkdir(parents=True, exist_ok=True)
         save_mix(mix, opts.out_dir)
     return mix
+
+
+def bound_config(opts: TrainOptions) -> dict[str, Any]:
+    """What makes an OUT_DIR the output of one training: the data, base, recipe, mix, LoRA and seed. Not bound:
+    --max-steps (a resume may train longer), checkpoint and logging intervals, threads."""
+    recipe = opts.recipe.to_dict() if opts.recipe is not None else None
+    mix = dataclasses.asdict(opts.mix)
+    mix["epoch_weights"] = {str(k): v for k, v in mix["epoch_weights"].items()}
+    config = {
+        "data": str(Path(opts.data).resolve()), "subset": opts.subset, "base": opts.base, "recipe": recipe,
+        "mix": mix, "lora": dataclasses.asdict(opts.lora) if opts.lora else None, "seed": opts.seed,
+    }
+    return json.loads(json.dumps(config))  # as it reads back from train_config.json, to compare with it
+
+
+def check_out_dir(opts: TrainOptions) -> dict[str, Any]:
+    """Refuse an OUT_DIR that holds something else: a file, or a non-empty directory that is not an earlier
+    output of the same config, unless --overwrite. Returns the config to record there."""
+    out, config = opts.out_dir, bound_config(opts)
+    if out.exists() and not out.is_dir():
+        raise TrainError(f"{out}: exists and is not a directory; give -o a directory for the model")
+    if not out.is_dir() or not any(out.iterdir()) or opts.overwrite:
+        return config
+    marker = out / TRAIN_CONFIG
+    try:
+        stored = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else None
+    except (OSError, ValueError):
+        stored = None
+    if stored == config:
+        return config  # the same training: a resume (or a rerun, which the checkpoint check handles)
+    if stored is None:
+        raise TrainError(f"{out} is not empty and holds no `evolinstruct train` output ({TRAIN_CONFIG}): "
+                         "choose a new or empty "
+                         "directory, or pass --overwrite to write the model there (README.md, config.json, "
+                         "model and tokenizer files are replaced)")
+    diffs = [k for k in sorted(set(stored) | set(config)) if stored.get(k) != config.get(k)]
+    raise TrainError(f"{out} holds a training with another config ({', '.join(diffs)} differ): rerun with "
+                     "its options to resume, choose another -o, or pass --overwrite")
 
 
 def _last_checkpoint(opts: TrainOptions) -> str | None:
@@ -253,6 +298,12 @@ def merge_adapter(base_path: str, adapter_dir: Path, out_dir: Path, tokenizer: A
 
 
 def train(opts: TrainOptions) -> TrainResult:
+    if opts.recipe is None:
+        from .recipes import resolve_recipe
+
+        opts.recipe = resolve_recipe(None)
+    # Before anything heavy is imported or written; one process decides (the others start with it).
+    bound = check_out_dir(opts) if _is_main_process() else bound_config(opts)
     _require_train_extras()
     # Idle OpenMP threads sleep instead of spinning: on a shared CPU spinning threads slow training 3-10x.
     # Only effective before torch starts its thread pool (the CLI imports torch here first).
@@ -264,10 +315,6 @@ def train(opts: TrainOptions) -> TrainResult:
 
     datasets.disable_progress_bars()  # tokenizing a few thousand rows needs no five progress bars
 
-    if opts.recipe is None:
-        from .recipes import resolve_recipe
-
-        opts.recipe = resolve_recipe(None)
     recipe = opts.recipe
     if opts.threads:
         import torch
@@ -276,6 +323,9 @@ def train(opts: TrainOptions) -> TrainResult:
     if opts.lora and opts.lora.quantize_4bit:
         _quantization_config()  # fail before anything is written when QLoRA cannot run here
     last = _last_checkpoint(opts)
+    if _is_main_process():
+        opts.out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(opts.out_dir / TRAIN_CONFIG, bound)
     mix = prepare_mix(opts, last)
     model_path, base_name = resolve_model_path(opts.base)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -18,7 +17,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ...rundir import DATASET, FILTER_STATS, REMOVED, RunDir, write_json
+from ...rundir import (
+    DATASET,
+    FILTER_STATS,
+    REMOVED,
+    RunDir,
+    atomic_files,
+    check_output_dir,
+    make_output_dir,
+    write_json,
+)
 from ...seeds import SeedColumns, SeedError, _fields, iter_raw
 from ..selection import row_length
 from .base import Filter, Removal, Row, RowFilter
@@ -77,6 +85,7 @@ def filter_dataset(
     source, out_dir = Path(source), Path(out_dir)
     if (out_dir / DATASET).resolve() == source.resolve():
         raise ValueError(f"{source}: the output would overwrite the source; choose another -o directory")
+    check_output_dir(out_dir)  # before the work, not after it
     started = time.perf_counter()
     seconds: Counter[str] = Counter()
     removed: dict[int, Removal] = {}
@@ -115,11 +124,11 @@ def filter_dataset(
         seconds[stage.name] += time.perf_counter() - t
 
     # Pass 2: copy rows to the new dataset or to removed.jsonl, in source order.
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out_dir)
     t = time.perf_counter()
     n_kept = n_removed = 0
-    targets = {name: out_dir / (name + ".tmp") for name in (DATASET, REMOVED)}
-    with open(targets[DATASET], "w", encoding="utf-8") as kept_file, open(targets[REMOVED], "w", encoding="utf-8") as removed_file:
+    # Both files appear together, by rename, once both are complete; on any error neither is left half-written.
+    with atomic_files([out_dir / DATASET, out_dir / REMOVED]) as (kept_file, removed_file):
         for index, row_id, item, *_ in _rows(source, columns):
             line = item if isinstance(item, dict) else {columns.instruction: item}
             if index in removed:
@@ -130,8 +139,6 @@ def filter_dataset(
             else:
                 kept_file.write(json.dumps(line, ensure_ascii=False) + "\n")
                 n_kept += 1
-    for name, tmp in targets.items():
-        os.replace(tmp, out_dir / name)  # a reader never sees half a file
     seconds["write"] = time.perf_counter() - t
 
     by_reason = Counter(removal.reason for removal in removed.values())

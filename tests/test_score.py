@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 
 from evolinstruct.cli import app
 from evolinstruct.evolve.templates import load_templates
+from evolinstruct.models.base import ModelSpec, Request, Result
+from evolinstruct.models.guide import TokenGuide, fits, head_complete
 from evolinstruct.quality.score.heuristics import (
     HEURISTIC_SCORERS,
     TokenCounter,
@@ -23,7 +25,14 @@ from evolinstruct.quality.score.heuristics import (
     heuristic_scores,
     mtld,
 )
-from evolinstruct.quality.score.parsing import parse_difficulty, parse_ranking
+from evolinstruct.quality.score.parsing import (
+    DIFFICULTY_HEAD,
+    parse_difficulty,
+    parse_difficulty_head,
+    parse_ranking,
+    parse_ranking_head,
+    ranking_head,
+)
 from evolinstruct.quality.score.run import (
     ScoreOptions,
     ScoreProgress,
@@ -32,9 +41,10 @@ from evolinstruct.quality.score.run import (
     plan_llm_jobs,
     render_complexity,
     render_quality,
+    resolve_guide,
 )
 from evolinstruct.records import Record
-from evolinstruct.store import RunStore
+from evolinstruct.store import RunStore, call_key
 from runhelpers import EXAMPLES
 
 runner = CliRunner()
@@ -91,6 +101,137 @@ def test_parse_ranking(answer: str, n: int, scores: dict[int, float], failed: se
     found, bad = parse_ranking(answer, n)
     assert found == scores
     assert set(bad) == failed
+
+
+# ------------------------------------------------------------------------------------------ guided heads
+def test_difficulty_head_needs_its_newline() -> None:
+    # The embedded tokenizer writes 10 as "1" + "0": the head must not be complete after "1".
+    assert fits(DIFFICULTY_HEAD, "") and fits(DIFFICULTY_HEAD, "1") and fits(DIFFICULTY_HEAD, "10")
+    assert not head_complete(DIFFICULTY_HEAD, "1") and not head_complete(DIFFICULTY_HEAD, "10")
+    assert head_complete(DIFFICULTY_HEAD, "10\n") and head_complete(DIFFICULTY_HEAD, "7\nbecause 3")
+    for bad in ("0", "11", "15", "7.", " 7", "Score", "100"):
+        assert not fits(DIFFICULTY_HEAD, bad), bad
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("7\n", 7.0),
+        ("10\nIt has 3 parts, 2 of them hard.", 10.0),  # read from the head only
+        ("1\n", 1.0),
+        ("1", None),  # cut off before the head ended: 1 or 10?
+        ("", None),
+        ("Score: 7", None),  # not a guided answer
+    ],
+)
+def test_parse_difficulty_head(answer: str, expected: float | None) -> None:
+    value, error = parse_difficulty_head(answer)
+    assert value == expected
+    assert (error is None) == (expected is not None)
+
+
+def test_ranking_head_and_its_parse() -> None:
+    head = ranking_head(3)
+    assert head_complete(head, "[1] Score: 2\n[2] Score: 4\n[3] Score: 1\nThe second one is hardest.")
+    assert fits(head, "[1] Score: 2\n[2] Sc") and not head_complete(head, "[1] Score: 2\n[2] Score: 1\n")
+    for bad in ("[2]", "[1] Score: 5", "[1] Score: 0", "[1] Score: 2\n[3]", "[1] score: 2", "1. 2"):
+        assert not fits(head, bad), bad
+    assert fits(ranking_head(9), "[1] Score: 10\n") and not fits(ranking_head(9), "[1] Score: 11")
+
+    found, bad = parse_ranking_head("[1] Score: 2\n[2] Score: 4\n[3] Score: 1\n[4] Score: 9", 3)
+    assert found == {1: 2.0, 2: 4.0, 3: 1.0} and bad == {}
+    found, bad = parse_ranking_head("[1] Score: 2\n[2] Score: 3", 3)  # cut off inside the second line
+    assert found == {1: 2.0} and set(bad) == {2, 3}
+    found, bad = parse_ranking_head("", 2)
+    assert found == {} and bad == {1: "empty answer", 2: "empty answer"}
+
+
+@pytest.mark.parametrize("head", [DIFFICULTY_HEAD, ranking_head(3), ranking_head(10)])
+def test_heads_are_reachable_token_by_token(head: str) -> None:
+    """The guide (models/guide.py) can always extend a partial head, with tokens the way the embedded
+    tokenizer cuts them (single digits, words with their leading space), even when the model's favourite
+    tokens never fit: greedy decoding of a guided answer always completes its head."""
+    pieces = ["", "<eos>", "I", " think", " Score", "Score", ":", " ", "[", "]", "\n", "\n\n", ".", *"0123456789"]
+    guide = TokenGuide(pieces, stop_ids=[1])
+    ranked = [2, 3, 12, 1, 11]  # the model would rather write prose, a full stop or stop
+    text = ""
+    for _ in range(200):
+        if head_complete(head, text):
+            break
+        allowed = guide.allowed(head, text, ranked)
+        assert allowed and 1 not in allowed  # never stops inside the head
+        text += pieces[allowed[-1]]  # any allowed token keeps the head reachable: take the last one
+    assert head_complete(head, text)
+
+
+def test_resolve_guide_by_capability() -> None:
+    local, served = ModelSpec(backend="local"), ModelSpec(backend="openai", model="m", base_url="http://127.0.0.1:9/v1")
+    assert resolve_guide("auto", local) is True and resolve_guide("on", local) is True
+    assert resolve_guide("off", local) is False
+    assert resolve_guide("auto", served) is False and resolve_guide("off", served) is False
+    with pytest.raises(ValueError, match="--guide on needs an in-process"):
+        resolve_guide("on", served)
+    with pytest.raises(ValueError, match="--guide must be one of"):
+        resolve_guide("yes", local)
+
+
+class _FakeLLM:
+    """CachedLLM's call, answering every request with one text and keeping the requests."""
+
+    model = "fake"
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.requests: list[Request] = []
+
+    async def __call__(self, purpose: str, request: Request) -> Result:
+        self.requests.append(request)
+        return Result(text=self.text)
+
+
+@pytest.mark.parametrize("guided", [True, False])
+def test_scorers_guide_their_requests(guided: bool) -> None:
+    import asyncio
+
+    record = _record("s-a", "s-a", 0)
+    group = [record, _record("e-a1", "s-a", 1)]
+    answers = {"difficulty": "10\nIt has 3 steps.", "complexity": "[1] Score: 1\n[2] Score: 3\nsee [1] Score: 2"}
+    rows = {}
+    for scorer, text in answers.items():
+        llm = _FakeLLM(text)
+        scorers = Scorers(llm=llm, templates=load_templates("paper"), stored={}, options=ScoreOptions(),  # type: ignore[arg-type]
+                          progress=ScoreProgress(), guided=guided)
+        rows[scorer] = asyncio.run(scorers.difficulty(record) if scorer == "difficulty" else scorers.complexity(group))
+        (request,) = llm.requests
+        assert request.guide == ((DIFFICULTY_HEAD if scorer == "difficulty" else ranking_head(2)) if guided else None)
+        unguided = Request(request.messages, request.sampling)
+        assert (call_key("fake", request) != call_key("fake", unguided)) == guided  # its own stored call
+    ((_, _, difficulty, detail),) = rows["difficulty"]
+    assert detail["guided"] is guided
+    # guided: the head only; unguided: the lenient parser, which also reads the head's 10 here
+    assert difficulty == 10.0
+    assert [row[2] for row in rows["complexity"]] == [1.0, 3.0]
+
+
+def test_guide_on_with_a_served_model_fails_before_anything_runs(tmp_path: Path) -> None:
+    store = _store_with(tmp_path, config={"evolver": {"backend": "local", "model": None}})
+    store.close()
+    run_dir = tmp_path / "run"
+    before = sorted(p.name for p in run_dir.iterdir())
+    # No server listens at port 9: the check comes before any call, and before the heuristics are written.
+    result = runner.invoke(app, ["score", str(run_dir), "--backend", "openai", "--model", "m",
+                                 "--base-url", "http://127.0.0.1:9/v1", "--guide", "on"])
+    assert result.exit_code == 2
+    message = result.output.strip()
+    assert message.startswith("error:") and "--guide on" in message and "openai" in message and "\n" not in message
+    assert sorted(p.name for p in run_dir.iterdir()) == before  # no stats.json, no dataset.jsonl
+    store = RunStore(run_dir)
+    try:
+        assert store.scores() == {}
+    finally:
+        store.close()
+    result = runner.invoke(app, ["score", str(run_dir), "--guide", "maybe"])
+    assert result.exit_code == 2 and "--guide must be one of auto, on, off" in result.output
 
 
 # ------------------------------------------------------------------------------------------ heuristics
@@ -326,22 +467,26 @@ def test_difficulty_end_to_end(tiny_run: Path, tmp_path: Path) -> None:
     assert _stats(run_dir)["scores"]["difficulty"]["parse_failures"] == len(details)
 
 
-@pytest.mark.slow
-def test_rankings_score_a_lineage_together(tiny_run: Path, tmp_path: Path) -> None:
-    run_dir = _copy(tiny_run, tmp_path)
+def _plant_child(run_dir: Path) -> tuple[Record, list[Record]]:
+    """Plant a second-epoch evolution so that at least one lineage has something to rank: (its seed, the kept records)."""
     store = RunStore(run_dir)
     try:
         seed = next(r for r in store.iter_records() if r.epoch == 0)
-        # Plant a second-epoch evolution so that at least one lineage has something to rank.
         child = Record(
             id="e-planted", root_id=seed.root_id, parent_id=seed.id, epoch=2, op="add_constraints",
             instruction=seed.instruction + " Use exactly three bullet points of at most ten words each.",
             output="- Keep a fixed bedtime\n- Avoid screens late\n- Keep the room cool", model="hand-written",
         )
         store.save_step([child], 0, 2, child.id, "done")
-        kept = list(store.iter_records("kept"))
+        return seed, list(store.iter_records("kept"))
     finally:
         store.close()
+
+
+@pytest.mark.slow
+def test_rankings_score_a_lineage_together(tiny_run: Path, tmp_path: Path) -> None:
+    run_dir = _copy(tiny_run, tmp_path)
+    seed, kept = _plant_child(run_dir)
     lineage = [r for r in kept if r.root_id == seed.root_id]
     n = len(lineage)
     assert n >= 2 and kept[:n] == lineage  # the store lists a seed's lineage first, seed first
@@ -371,3 +516,38 @@ def test_rankings_score_a_lineage_together(tiny_run: Path, tmp_path: Path) -> No
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert _stats(run_dir)["score_run"]["llm_calls"] == 0
+
+
+@pytest.mark.slow
+def test_guided_scores_of_the_embedded_model_all_parse(tiny_run: Path, tmp_path: Path) -> None:
+    """The embedded model is in-process, so `--guide auto` guides it: every difficulty and ranking parses."""
+    run_dir = _copy(tiny_run, tmp_path)
+    _plant_child(run_dir)  # a lineage of 2+ records, for the ranking
+    args = ["score", str(run_dir), "--difficulty", "--complexity"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "(guided)" in result.output
+    rows, stats = _rows(run_dir), _stats(run_dir)
+    assert len(rows) >= 2
+    values = [row["scores"]["difficulty"] for row in rows]
+    assert all(v is not None and 1 <= v <= 10 for v in values), values
+    assert stats["score_run"]["guide"] == "on"
+    assert stats["score_run"]["parse_failures"] == {}
+    assert stats["scores"]["difficulty"] == {**stats["scores"]["difficulty"], "scored": len(rows), "parse_failures": 0}
+    ranked = [row["scores"]["complexity"] for row in rows if "complexity" in row["scores"]]
+    assert ranked and all(v is not None for v in ranked)
+    store = RunStore(run_dir)
+    try:
+        details = [json.loads(d) for (d,) in store.db.execute("SELECT detail FROM scores WHERE scorer = 'difficulty'")]
+    finally:
+        store.close()
+    assert all(d["guided"] and parse_difficulty_head(d["raw"])[0] is not None for d in details)
+
+    # The same setting again: every call is replayed. Unguided calls are other calls (the key has the guide).
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert _stats(run_dir)["score_run"]["llm_calls"] == 0
+    result = runner.invoke(app, ["score", str(run_dir), "--difficulty", "--guide", "off", "--max-tokens", "4"])
+    assert result.exit_code == 0, result.output
+    run = _stats(run_dir)["score_run"]
+    assert run["guide"] == "off" and run["llm_calls"] == len(rows) and run["cache_hits"] == 0

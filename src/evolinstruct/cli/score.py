@@ -25,9 +25,15 @@ def score(
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint of the scoring model.")] = None,
     api_key_env: Annotated[str, typer.Option(help="Environment variable that holds the API key.")] = "OPENAI_API_KEY",
     concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at most.")] = 32,
-    max_tokens: Annotated[int | None, typer.Option(min=1, help="Max new tokens per scoring call (default: 16 for difficulty, 8 per item for rankings).")] = None,
+    max_tokens: Annotated[int | None, typer.Option(min=1, help="Max new tokens per scoring call (default: 16 for difficulty, 8 per item for rankings; guided: 4, and 10 per item).")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Score only the first N records.")] = None,
     include_eliminated: Annotated[bool, typer.Option("--include-eliminated", help="Score eliminated evolutions too.")] = False,
+    guide: Annotated[str, typer.Option(help=(
+        "Guided answers: the model must open with its score, '7' then a newline for difficulty, DEITA's "
+        "'[1] Score: 2' lines for rankings (enforced while decoding; the model still picks the numbers). "
+        "auto: on when the model's backend can guide (the in-process local backend: the embedded model is "
+        "too small to follow the prompt's format unguided); off for a served model, which keeps the paper's "
+        "free-text answers. on: fails in one line for a model that cannot be guided. See docs/QUALITY.md."))] = "auto",
 ) -> None:
     """Score a run's records (default: --heuristics --difficulty); dataset.jsonl and stats.json get the scores."""
     from ..quality.score import ScoreOptions, run_score
@@ -35,15 +41,16 @@ def score(
     options = ScoreOptions(
         difficulty=difficulty, complexity=complexity, quality=quality, heuristics=heuristics, backend=backend,
         model=model, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency, max_tokens=max_tokens,
-        limit=limit, include_eliminated=include_eliminated,
+        limit=limit, include_eliminated=include_eliminated, guide=guide,
     )
     progress = display.score_progress()
     task_id = None
 
-    def on_start(n_records: int, n_jobs: int, model_label: str, endpoint: str) -> None:
+    def on_start(n_records: int, n_jobs: int, model_label: str, endpoint: str, guided: bool | None) -> None:
         nonlocal task_id
         where = f" at {endpoint}" if endpoint else ""
-        console.print(f"scoring {n_records} records ({', '.join(options.scorers())}) with {model_label}{where} -> {run_dir}")
+        how = " (guided)" if guided else ""
+        console.print(f"scoring {n_records} records ({', '.join(options.scorers())}) with {model_label}{where}{how} -> {run_dir}")
         if n_jobs:
             task_id = progress.add_task("score", total=n_jobs, unparsed=0)
             progress.start()

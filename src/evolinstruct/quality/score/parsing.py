@@ -97,3 +97,49 @@ def parse_ranking(text: str, n: int) -> tuple[dict[int, float], dict[int, str]]:
         if index not in found:
             bad.setdefault(index, "no score for this position" if cleaned.strip() else "empty answer")
     return found, bad
+
+
+# ------------------------------------------------------------------------------------------ guided heads
+# With `--guide` on (the default for an in-process model, see run.py) the answer must open with one of
+# these heads, which the backend enforces while decoding (models/guide.py); the model still picks the
+# numbers. The heads end with a newline: the embedded tokenizer writes "10" as "1" + "0", and a head
+# that could end after "1" (such as `(10|[1-9])\b`, satisfied at the end of the text) would stop
+# guiding before 10 could be chosen, and let "15" through. A guided answer is read from its head only.
+SCORE_LINE = r"(10|[1-9])\n"
+DIFFICULTY_HEAD = SCORE_LINE  # the paper's prompt ends "## Score:" and asks for the score alone
+
+
+def _choices(high: int) -> str:
+    return "(" + "|".join(str(k) for k in range(high, 0, -1)) + ")"
+
+
+def _rank_line(index: int, n: int) -> str:
+    return rf"\[{index}\] Score: {_choices(n + 1)}\n"
+
+
+def ranking_head(n: int) -> str:
+    """DEITA's answer format for n items, "[1] Score: s\\n[2] Score: s\\n..." with each s in 1..n+1."""
+    return "".join(_rank_line(i, n) for i in range(1, n + 1))
+
+
+def parse_difficulty_head(text: str) -> tuple[float | None, str | None]:
+    """The score a guided difficulty answer opens with (DIFFICULTY_HEAD), or None with the reason."""
+    found = re.match(DIFFICULTY_HEAD, text or "")
+    if found is None:
+        return None, "empty answer" if not (text or "").strip() else "no score head (the answer was cut off)"
+    return float(found.group(1)), None
+
+
+def parse_ranking_head(text: str, n: int) -> tuple[dict[int, float], dict[int, str]]:
+    """Per-item scores from a guided ranking answer (ranking_head(n)), read line by line from the start;
+    the positions after the last complete line (an answer cut off by its token limit) get the reason."""
+    found: dict[int, float] = {}
+    position = 0
+    for index in range(1, n + 1):
+        line = re.compile(_rank_line(index, n)).match(text or "", position)
+        if line is None:
+            break
+        found[index] = float(line.group(1))
+        position = line.end()
+    reason = "no score for this position (the answer was cut off)" if (text or "").strip() else "empty answer"
+    return found, {index: reason for index in range(1, n + 1) if index not in found}

@@ -7,9 +7,15 @@
   has one response per instruction, so the (instruction, response) pairs of a lineage are ranked together.
 - heuristics: see heuristics.py; no LLM.
 
+Guided (`--guide`, on by default for an in-process model): the answer must open with its score head
+(parsing.py DIFFICULTY_HEAD, ranking_head), enforced while decoding, and is read from that head only.
+A served model keeps the paper's and DEITA's free-text answers and the lenient parsers.
+
 Every call goes through CachedLLM with the run's store (purposes score_difficulty, score_complexity,
-score_quality), so a rerun sends no call that is already stored. A call that fails stores no score and
-is retried on the next run; an answer that does not parse stores NULL with the raw answer, and is counted.
+score_quality), so a rerun sends no call that is already stored; a guided request has its own key
+(the guide is part of it), so stored unguided answers are not replayed for guided calls, nor the
+reverse. A call that fails stores no score and is retried on the next run; an answer that does not
+parse stores NULL with the raw answer, and is counted.
 """
 
 from __future__ import annotations
@@ -26,21 +32,45 @@ from ...calls import CachedLLM, CallCounters
 from ...evolve.config import stored_separator
 from ...evolve.outputs import write_outputs
 from ...evolve.templates import TemplateError, TemplateSet, load_templates
-from ...models.base import ModelSpec, Request, Sampling, Transport
-from ...models.registry import Backends
+from ...models.base import ModelSpec, Request, Sampling, Transport, capabilities
+from ...models.registry import Backends, backend_class
 from ...models.spec import endpoint, resolve_role
 from ...records import Record, join_input, request_seed
 from ...rundir import RunDir, write_stats
 from ...slots import PrioritySlots
 from ...store import RunStore
 from .heuristics import TokenCounter, heuristic_scores
-from .parsing import parse_difficulty, parse_ranking
+from .parsing import (
+    DIFFICULTY_HEAD,
+    parse_difficulty,
+    parse_difficulty_head,
+    parse_ranking,
+    parse_ranking_head,
+    ranking_head,
+)
 from .rankings import render_complexity, render_quality
 
 LLM_SCORERS = ("difficulty", "complexity", "quality")
 PURPOSES = {name: f"score_{name}" for name in LLM_SCORERS}
 DIFFICULTY_MAX_TOKENS = 16
 RANK_TOKENS_PER_ITEM = 8  # "[3] Score: 2\n" is about 7 tokens
+# Guided, the answer that matters is the head ("7\n" is 2-3 tokens); what follows is not read, so a
+# guided difficulty call stops soon after it. A ranking's head is n lines of about 8 tokens.
+GUIDED_DIFFICULTY_MAX_TOKENS = 4
+GUIDED_RANK_TOKENS_PER_ITEM = 10
+GUIDES = ("auto", "on", "off")
+
+
+def resolve_guide(choice: str, spec: ModelSpec) -> bool:
+    """auto: guide a model whose backend decodes under a guide (in-process: a small model needs it to
+    answer in the prompt's format at all); leave a served model with the paper's free-text answers."""
+    if choice not in GUIDES:
+        raise ValueError(f"--guide must be one of {', '.join(GUIDES)}, not '{choice}'")
+    can = capabilities(backend_class(spec.backend)).guides
+    if choice == "on" and not can:
+        raise ValueError(f"--guide on needs an in-process scoring model whose backend decodes under a guide "
+                         f"(such as local); the scoring model's backend is '{spec.backend}'")
+    return choice == "on" or (choice == "auto" and can)
 
 # ------------------------------------------------------------------------------------------ options
 @dataclass(slots=True)
@@ -57,6 +87,7 @@ class ScoreOptions:
     max_tokens: int | None = None  # per call; default 16 for difficulty, 8 per item (+8) for rankings
     limit: int | None = None
     include_eliminated: bool = False
+    guide: str = "auto"  # auto|on|off: answers that must open with their score head (in-process models)
 
     def scorers(self) -> list[str]:
         """The scorer groups asked for; none named means heuristics and difficulty."""
@@ -109,8 +140,9 @@ def lineages(records: list[Record]) -> list[list[Record]]:
 # ------------------------------------------------------------------------------------------ the scorers
 class Scorers:
     def __init__(self, llm: CachedLLM, templates: TemplateSet, stored: dict[str, Any], options: ScoreOptions,
-                 progress: ScoreProgress) -> None:
+                 progress: ScoreProgress, guided: bool = False) -> None:
         self.llm = llm
+        self.guided = guided
         self.templates = templates
         self.run_seed = int(stored.get("seed", 0))
         self.separator = stored_separator(stored)
@@ -125,9 +157,10 @@ class Scorers:
         tokens = self.options.max_tokens or default_tokens
         return Sampling(temperature=0.0, top_p=1.0, max_tokens=tokens, seed=request_seed(self.run_seed, key, purpose))
 
-    async def _call(self, scorer: str, key: str, prompt: str, default_tokens: int) -> str | None:
+    async def _call(self, scorer: str, key: str, prompt: str, default_tokens: int, guide: str | None) -> str | None:
         purpose = PURPOSES[scorer]
-        request = Request([{"role": "user", "content": prompt}], self._sampling(key, purpose, default_tokens))
+        request = Request([{"role": "user", "content": prompt}], self._sampling(key, purpose, default_tokens),
+                          guide=guide if self.guided else None)
         result = await self.llm(purpose, request)
         if not result.ok:
             self.progress.call_failures[scorer] += 1
@@ -136,11 +169,11 @@ class Scorers:
 
     async def difficulty(self, record: Record) -> list[Row]:
         raw = await self._call("difficulty", record.id, self.templates.render_difficulty(self._prompt_of(record)),
-                               DIFFICULTY_MAX_TOKENS)
+                               GUIDED_DIFFICULTY_MAX_TOKENS if self.guided else DIFFICULTY_MAX_TOKENS, DIFFICULTY_HEAD)
         if raw is None:
             return []
-        value, error = parse_difficulty(raw)
-        detail: dict[str, Any] = {"raw": raw, "model": self.llm.model}
+        value, error = parse_difficulty_head(raw) if self.guided else parse_difficulty(raw)
+        detail: dict[str, Any] = {"raw": raw, "model": self.llm.model, "guided": self.guided}
         if error:
             detail["error"] = error
             self.progress.parse_failures["difficulty"] += 1
@@ -148,14 +181,15 @@ class Scorers:
 
     async def _ranking(self, scorer: str, group: list[Record], prompt: str) -> list[Row]:
         n = len(group)
-        raw = await self._call(scorer, group[0].root_id, prompt, RANK_TOKENS_PER_ITEM * n + 8)
+        per_item = GUIDED_RANK_TOKENS_PER_ITEM if self.guided else RANK_TOKENS_PER_ITEM
+        raw = await self._call(scorer, group[0].root_id, prompt, per_item * n + 8, ranking_head(n))
         if raw is None:
             return []
-        found, bad = parse_ranking(raw, n)
+        found, bad = parse_ranking_head(raw, n) if self.guided else parse_ranking(raw, n)
         rows: list[Row] = []
         for position, record in enumerate(group, 1):
-            detail: dict[str, Any] = {"raw": raw, "model": self.llm.model, "lineage": group[0].root_id,
-                                      "position": position, "items": n}
+            detail: dict[str, Any] = {"raw": raw, "model": self.llm.model, "guided": self.guided,
+                                      "lineage": group[0].root_id, "position": position, "items": n}
             if position in bad:
                 detail["error"] = bad[position]
                 self.progress.parse_failures[scorer] += 1
@@ -204,10 +238,12 @@ def run_templates(store: RunStore) -> TemplateSet:
 
 
 async def _score_async(
-    run_dir: Path, options: ScoreOptions, on_start: Callable[[int, int, str, str], None],
+    run_dir: Path, options: ScoreOptions, on_start: Callable[[int, int, str, str, bool | None], None],
     on_progress: Callable[[ScoreProgress], None],
 ) -> dict[str, Any]:
     started = time.perf_counter()
+    if options.guide not in GUIDES:
+        raise ValueError(f"--guide must be one of {', '.join(GUIDES)}, not '{options.guide}'")
     if not RunDir(run_dir).store.exists():
         raise FileNotFoundError(f"{RunDir(run_dir).store}: no run store here; run `evolinstruct evolve ... -o {run_dir}` first")
     store = RunStore(run_dir)
@@ -218,6 +254,11 @@ async def _score_async(
         records = select_records(store, options.include_eliminated, options.limit)
         progress = ScoreProgress()
         counters = CallCounters()
+        llm_wanted = [s for s in chosen if s in LLM_SCORERS]
+        # The scoring model and the guide setting first: `--guide on` for a model that cannot be guided
+        # fails here, before any score is written or any call is made.
+        spec = model_spec(store, options) if llm_wanted else None
+        guided = resolve_guide(options.guide, spec) if spec is not None else None
 
         if "heuristics" in chosen:
             tokens = TokenCounter()
@@ -226,24 +267,25 @@ async def _score_async(
             )
 
         model_label, where = "-", ""
-        llm_wanted = [s for s in chosen if s in LLM_SCORERS]
-        if llm_wanted:
-            spec = model_spec(store, options)
+        if spec is not None:
             backend = backends.get(spec)
             llm = CachedLLM(backend, store, counters, slots=PrioritySlots(options.concurrency))
             model_label = backend.model
             where = endpoint(spec)
-            jobs = plan_llm_jobs(Scorers(llm, run_templates(store), stored, options, progress), llm_wanted, records, progress)
+            scorers = Scorers(llm, run_templates(store), stored, options, progress, guided=bool(guided))
+            jobs = plan_llm_jobs(scorers, llm_wanted, records, progress)
         else:
             jobs = []
         progress.total = len(jobs)
-        on_start(len(records), len(jobs), model_label, where)
+        on_start(len(records), len(jobs), model_label, where, guided)
         await _run_jobs(jobs, store, options.concurrency, progress, on_progress)
 
         write_outputs(store)  # dataset.jsonl now carries each row's scores
         stats = _update_stats(run_dir, store, counters, {
             "scorers": chosen,
             "model": model_label,
+            # on: answers opened with their score head, enforced while decoding; null: no LLM scorer ran
+            "guide": None if guided is None else ("on" if guided else "off"),
             "records": len(records),
             "llm_calls": sum(counters.sent.values()),
             "cache_hits": sum(counters.cache_hits.values()),
@@ -306,9 +348,9 @@ def _with_scores(stats: dict[str, Any], store: RunStore, counters: CallCounters,
 def run_score(
     run_dir: str | Path,
     options: ScoreOptions,
-    on_start: Callable[[int, int, str, str], None] | None = None,
+    on_start: Callable[[int, int, str, str, bool | None], None] | None = None,
     on_progress: Callable[[ScoreProgress], None] | None = None,
 ) -> dict[str, Any]:
     return asyncio.run(
-        _score_async(Path(run_dir), options, on_start or (lambda _r, _j, _m, _e: None), on_progress or (lambda _p: None))
+        _score_async(Path(run_dir), options, on_start or (lambda _r, _j, _m, _e, _g: None), on_progress or (lambda _p: None))
     )

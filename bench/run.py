@@ -470,38 +470,52 @@ def section_throughput(args) -> list[dict]:
 
 
 def section_faults(args) -> dict:
-    """Faults on, then resume with faults off: every seed accounted, nothing left unattempted or failed."""
-    seeds, epochs = (50, 2) if args.quick else (300, 2)
-    out = Path(tempfile.mkdtemp(prefix="evolinstruct-faults-")) / "run"
-    faults = ["--rate-429", "0.05", "--rate-500", "0.05", "--rate-drop", "0.03", "--rate-slow", "0.02",
-              "--slow-seconds", "3", "--retry-after", "1"]
-    result: dict = {"seeds": seeds, "epochs": epochs, "faults": faults}
-    with SimServer(128, 0.05, 0.5, args.sim_extra, args.logs / "sim-faults-baseline.log") as sim:
-        row = run_evolinstruct(args, sim, seeds=seeds, epochs=epochs, concurrency=128, label="evolinstruct faults-baseline")
-        result["baseline"] = {k: row.get(k) for k in ("rc", "timed_out", "requests", "wall_s")}
-    # Few retries while faults are on, so that some calls fail for good and the resume has work to do
-    # (--max-retries is operational: the resumed run may use the default).
+    """The fault load (the hardening issue's done-when): 5,000 seeds x 2 epochs at C=512 against a server
+    answering 5% 429, 5% 500 and 2% dropped connections; then the same command again with faults off
+    (resume). The final dataset.jsonl and eliminated.jsonl must be byte for byte those of a fault-free run
+    of the same seeds (its own directory), every seed accounted, nothing left failed or unattempted."""
+    seeds, epochs, concurrency = (50, 2, 128) if args.quick else (5000, 2, 512)
+    work = Path(tempfile.mkdtemp(prefix="evolinstruct-faults-"))
+    out, baseline_dir = work / "run", work / "baseline"
+    faults = ["--rate-429", "0.05", "--rate-500", "0.05", "--rate-drop", "0.02", "--retry-after", "1"]
+    result: dict = {"seeds": seeds, "epochs": epochs, "concurrency": concurrency, "faults": faults}
+    keys = ("rc", "timed_out", "requests", "wall_s", "req_per_s", "evolutions", "stats")
+    with SimServer(concurrency, 0.05, 0.5, args.sim_extra, args.logs / "sim-faults-baseline.log") as sim:
+        row = run_evolinstruct(args, sim, seeds=seeds, epochs=epochs, concurrency=concurrency,
+                               label="evolinstruct faults-baseline", out=baseline_dir, keep_out=True)
+        result["baseline"] = {k: row.get(k) for k in keys}
+    # Few retries while faults are on, so that some calls fail for good (a clean exit 3) and the resume has
+    # work to do (--max-retries is operational: the resumed run uses the default).
     prefix, env = evolinstruct_env(args)
     helptext = subprocess.run([*prefix, "evolve", "--help"], capture_output=True, text=True, env={**os.environ, **env},
                               timeout=60).stdout
     on_extra = ["--max-retries", "1"] if "--max-retries" in helptext else []
     result["faults_on_flags"] = on_extra
-    with SimServer(128, 0.05, 0.5, [*args.sim_extra, *faults], args.logs / "sim-faults.log") as sim:
-        row = run_evolinstruct(args, sim, seeds=seeds, epochs=epochs, concurrency=128, extra=on_extra,
+    with SimServer(concurrency, 0.05, 0.5, [*args.sim_extra, *faults], args.logs / "sim-faults.log") as sim:
+        row = run_evolinstruct(args, sim, seeds=seeds, epochs=epochs, concurrency=concurrency, extra=on_extra,
                                label="evolinstruct faults-on", out=out, keep_out=True)
-        result["faults_on"] = {k: row.get(k) for k in ("rc", "timed_out", "requests", "wall_s", "evolutions", "stats")}
+        result["faults_on"] = {k: row.get(k) for k in keys}
         result["server_faults"] = sim.stats()["faults"]
-    with SimServer(128, 0.05, 0.5, args.sim_extra, args.logs / "sim-faults-off.log") as sim:
-        row = run_evolinstruct(args, sim, seeds=seeds, epochs=epochs, concurrency=128,
+    with SimServer(concurrency, 0.05, 0.5, args.sim_extra, args.logs / "sim-faults-off.log") as sim:
+        row = run_evolinstruct(args, sim, seeds=seeds, epochs=epochs, concurrency=concurrency,
                                label="evolinstruct resume faults-off", out=out, keep_out=True)
-        result["resume"] = {k: row.get(k) for k in ("rc", "timed_out", "requests", "wall_s", "evolutions", "stats")}
+        result["resume"] = {k: row.get(k) for k in keys}
     try:
         s = json.loads((out / "stats.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
         result["ok"], result["why"] = False, f"no stats.json after resume: {exc}"
         return result
+
+    def same(name: str) -> bool:
+        a, b = out / name, baseline_dir / name
+        return a.is_file() and b.is_file() and a.read_bytes() == b.read_bytes()
+
     ev = s["evolutions"]
     checks = {
+        "baseline exit 0": (result["baseline"] or {}).get("rc") == 0,
+        "faults-on exit 0 or 3": (result["faults_on"] or {}).get("rc") in (0, 3)
+        and not (result["faults_on"] or {}).get("timed_out"),
+        "resume exit 0": (result["resume"] or {}).get("rc") == 0,
         "all_seeds_accounted": s.get("seeds") == seeds and s.get("seeds_answered") == seeds,
         "planned == seeds*epochs": ev["planned"] == seeds * epochs,
         "not_attempted == 0": ev["not_attempted"] == 0,
@@ -509,12 +523,18 @@ def section_faults(args) -> dict:
         "attempted == kept+eliminated+errors": ev["attempted"] == ev["kept"] + ev["eliminated"] + ev["errors"],
         "resume sent no stored call again": (s.get("llm_calls") or 0) + (s.get("cache_hits") or 0)
         == (s.get("stored_calls") or (s.get("llm_calls") or 0) + (s.get("cache_hits") or 0)),
+        "dataset.jsonl == fault-free run's": same("dataset.jsonl"),
+        "eliminated.jsonl == fault-free run's": same("eliminated.jsonl"),
     }
+    result["dataset_rows"] = s.get("dataset_rows")
     result["resume_sent"] = s.get("llm_calls")
     result["faults_on_errors"] = ((result.get("faults_on") or {}).get("evolutions") or {}).get("errors")
     result.update(checks=checks, ok=all(checks.values()), final_evolutions=ev)
     console.print(f"faults: {'[green]PASS[/]' if result['ok'] else '[red]FAIL[/]'} {checks}")
-    shutil.rmtree(out.parent, ignore_errors=True)
+    if result["ok"]:
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        console.print(f"[yellow]kept for inspection: {work}[/]")
     return result
 
 

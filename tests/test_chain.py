@@ -23,10 +23,18 @@ from evolinstruct.evolve.config import (
     Source,
 )
 from evolinstruct.evolve.operations import choose_operation, parse_weights
-from evolinstruct.evolve.rules import COPIED_PROMPT, EMPTY, NO_INFORMATION_GAIN, PUNCT_STOPWORDS, SORRY_SHORT
+from evolinstruct.evolve.rules import (
+    COPIED_PROMPT,
+    EMPTY,
+    NO_INFORMATION_GAIN,
+    PUNCT_STOPWORDS,
+    SORRY_SHORT,
+    TRUNCATED,
+    TRUNCATED_ANSWER,
+)
 from evolinstruct.evolve.run import run_evolve
 from evolinstruct.evolve.templates import load_templates
-from evolinstruct.models.base import ModelSpec, Transport
+from evolinstruct.models.base import ModelSpec, Result, Transport
 from scripted import answer, on, write_seeds
 
 TOPICS = ["the moon", "tea", "rivers", "bread", "owls", "glass", "snow", "maps", "bees", "clocks", "salt", "kites",
@@ -78,6 +86,9 @@ SORRY = (is_child_answer, "I'm sorry, I cannot help with that.")
         ([(on("evolve"), "#Rewritten Prompt#: Describe the moon."), JUDGE_EQUAL], COPIED_PROMPT,
          ["answer", "evolve"]),
         ([(on("evolve"), "  \n"), JUDGE_EQUAL], EMPTY, ["answer", "evolve"]),
+        # A truncated evolution is eliminated before any rule on its words (which here would pass).
+        ([(on("evolve"), Result(text="Describe the moon and its", finish_reason="length")), JUDGE_EQUAL], TRUNCATED,
+         ["answer", "evolve"]),
         # The judge fires before the answer call (whose answer here would be eliminated too).
         ([JUDGE_EQUAL, SORRY], NO_INFORMATION_GAIN, ["answer", "evolve", "equality"]),
         # Rules on the response come last, after the answer.
@@ -85,7 +96,7 @@ SORRY = (is_child_answer, "I'm sorry, I cannot help with that.")
         ([(is_child_answer, "... and the of it.")], PUNCT_STOPWORDS, ["answer", "evolve", "equality", "answer"]),
         ([], None, ["answer", "evolve", "equality", "answer"]),
     ],
-    ids=["copied", "empty", "judge-equal", "sorry-short", "stopwords", "kept"],
+    ids=["copied", "empty", "truncated", "judge-equal", "sorry-short", "stopwords", "kept"],
 )
 def test_elimination_order(tmp_path, scripted, rules, reason, calls):
     script = scripted(*rules)
@@ -112,6 +123,52 @@ def test_elimination_order(tmp_path, scripted, rules, reason, calls):
         assert child["output"] == script.calls[-1].reply  # the answer that was judged is kept as evidence
     if reason == COPIED_PROMPT:
         assert child["evidence"]["phrase"] == "rewritten prompt"
+    if reason == TRUNCATED:
+        assert child["evidence"] == {"finish_reason": "length", "purpose": "evolve"}
+        assert child["instruction"] == "Describe the moon and its"
+
+
+# ---------------------------------------------------------------------------------------- empty and truncated
+def test_an_empty_answer_from_any_backend_is_an_error_and_the_rerun_asks_again(tmp_path, scripted):
+    script = scripted((on("answer"), ""))  # a local model that stopped at once
+    run_dir, cfg = tmp_path / "run", config(seed_file(tmp_path, 2))
+    stats = run_evolve(cfg, run_dir)
+    assert stats["seed_errors"] == 2 and stats["seeds_answered"] == 0 and stats["stored_calls"] == 0
+    errors = read(run_dir, "errors.jsonl")
+    assert [r["evidence"]["error"].startswith("empty completion from s") for r in errors] == [True, True]
+    script.rules.clear()
+    again = run_evolve(cfg, run_dir)
+    assert again["seeds_answered"] == 2 and again["pending_failures"] == 0
+    assert again["calls_by_purpose"]["sent"]["answer"] == 4  # the two seeds asked again, and two children
+
+
+def truncated_answer(prompt) -> Result:
+    """The default answer, cut off at max_tokens."""
+    return Result(text=answer(prompt.text)[:40], finish_reason="length")
+
+
+def test_truncated_answers_are_kept_marked_and_dropped_with_drop_truncated(tmp_path, scripted):
+    scripted((on("answer", "moon"), truncated_answer))  # the moon seed's answer and its children's
+    seeds = seed_file(tmp_path, 2)
+    stats = run_evolve(config(seeds, epochs=2), tmp_path / "kept")
+    rows = read(tmp_path / "kept")
+    assert len(rows) == 6 and stats["truncated_answers_kept"] == 3
+    marked = [r for r in rows if "moon" in r["instruction"]]
+    assert len(marked) == 3 and all(r["truncated"] is True for r in marked)
+    assert all("truncated" not in r for r in rows if r not in marked)
+
+    stats = run_evolve(config(seeds, epochs=2, drop_truncated=True), tmp_path / "dropped")
+    rows = read(tmp_path / "dropped")
+    assert [r["instruction"] for r in rows if r["epoch"] == 0] == ["Describe tea."]
+    assert not [r for r in rows if "moon" in r["instruction"]]
+    dropped = read(tmp_path / "dropped", "eliminated.jsonl")
+    assert len(dropped) == 3 and {r["reason"] for r in dropped} == {TRUNCATED_ANSWER}
+    assert all(r["truncated"] is True and r["evidence"]["purpose"] == "answer" for r in dropped)
+    # The dropped seed is still evolved, from its own instruction each epoch (its children were dropped too).
+    seed_id = next(r["id"] for r in dropped if r["epoch"] == 0)
+    assert sorted(r["parent_id"] for r in dropped if r["epoch"] > 0) == [seed_id, seed_id]
+    assert stats["seeds_eliminated"] == {TRUNCATED_ANSWER: 1} and stats["seed_errors"] == 0
+    assert stats["eliminated"] == {TRUNCATED_ANSWER: 2} and stats["evolutions"]["attempted"] == 4
 
 
 def test_an_eliminated_child_leaves_its_parent_in_the_pool(tmp_path, scripted):

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from conftest import free_port
-from evolinstruct.models.base import Request, Result, Sampling
-from evolinstruct.models.openai import OpenAIBackend
+from evolinstruct.models.base import BackendError, ModelSpec, Request, Result, Sampling
+from evolinstruct.models.openai import OpenAIBackend, check_base_url, is_model_not_found, server_message
 
 
 def _generate(backend: OpenAIBackend, requests: list[Request]) -> list[Result]:
@@ -115,3 +115,24 @@ def test_unreachable_server_gives_per_request_errors():
         assert not result.ok
         assert result.text == ""
         assert "connect" in result.error.lower(), result.error
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8000/v1", "https://api.example.com/v1", "http://[::1]:8000"])
+def test_usable_base_urls_pass(url):
+    check_base_url(url)
+    OpenAIBackend.check(ModelSpec(backend="openai", model="m", base_url=url))
+
+
+@pytest.mark.parametrize("url", ["ftp://x", "garbage", "http://", "127.0.0.1:8000/v1", "http://host:99999/v1"])
+def test_unusable_base_urls_fail_before_anything_runs(url):
+    with pytest.raises(BackendError, match="http:// or https://"):
+        OpenAIBackend(model="m", base_url=url)
+
+
+def test_server_messages_and_model_not_found():
+    openai_404 = '{"error": {"message": "The model `x` does not exist", "code": "model_not_found"}}'
+    assert server_message(openai_404) == "The model `x` does not exist" and is_model_not_found(openai_404)
+    ollama_404 = '{"error": "model \\"x\\" not found, try pulling it first"}'
+    assert is_model_not_found(ollama_404) and server_message(ollama_404).startswith('model "x" not found')
+    assert server_message('{"detail": "Not Found"}') == "Not Found" and not is_model_not_found('{"detail": "Not Found"}')
+    assert server_message("<html>\n  oops\n</html>") == "<html> oops </html>"

@@ -110,3 +110,10 @@ def test_requests_per_minute_cap_spaces_requests():
 
     elapsed = asyncio.run(run())
     assert 1.3 <= elapsed <= 3.0  # 10 at once, then 15 more at 10/s
+
+
+def test_a_retry_after_over_the_cap_waits_the_cap():
+    backend = OpenAIBackend(model="m", base_url="http://127.0.0.1:9/v1", max_retry_after=5)
+    assert backend._delay(100000, 0) == 5 and backend.counters["retry_after_capped"] == 1
+    assert backend._delay(2, 0) == 2 and backend.counters["retry_after_capped"] == 1
+    assert 0 <= backend._delay(None, 1) <= 1.0  # no Retry-After: exponential backoff with jitter

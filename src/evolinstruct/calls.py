@@ -3,6 +3,11 @@
 Identical requests in flight at the same time share one call. Counters split calls, cache hits,
 failures and tokens by purpose (evolve, answer, equality, ...), for stats.json. Budgets (--max-calls,
 --max-cost) and price tables live here too: they are about calls.
+
+What is stored: only successes with text. An empty completion, from any backend (an HTTP server's null
+content, or a local model that stopped at once, which the embedded model rarely does), is an error
+`Result` ("empty completion ..."): stored as a failure, never as an answer, and retried by the next run.
+A `FatalBackendError` from the backend propagates as is and stores nothing for that call.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .models.base import Backend, Request, Result
+from .redact import redact
 from .slots import PrioritySlots
 from .store import RunStore, key_of, request_json
 
@@ -101,12 +107,17 @@ class CachedLLM:
     def model(self) -> str:
         return self.backend.model
 
+    def waiting(self) -> tuple[float, str] | None:
+        """The backend's longest retry wait in progress, (seconds, why), when it reports one."""
+        waiting = getattr(self.backend, "waiting", None)
+        return waiting() if waiting is not None else None
+
     async def __call__(self, purpose: str, request: Request, remaining: int = 0) -> Result:
         """One call. `remaining`: calls the caller's chain has left after this one (slot priority)."""
         canonical = request_json(self.backend.model, request)
         key = key_of(canonical)
         hit = self.store.cached(key)
-        if hit is not None:
+        if hit is not None and hit.text:  # an empty answer stored by an older version is asked again
             self.counters.cache_hits[purpose] += 1
             return hit
         pending = self._in_flight.get(key)
@@ -120,6 +131,11 @@ class CachedLLM:
         try:
             async with self.slots.slot(remaining):
                 result = (await self.backend.generate([request]))[0]
+            if result.ok and not result.text:
+                result = Result(error=f"empty completion from {self.backend.model} (finish_reason "
+                                      f"{result.finish_reason!r}): not stored, retried by the next run",
+                                prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+                                finish_reason=result.finish_reason)
             if result.ok:
                 self.budget.cost += price_of(self.budget.prices, self.backend.model, result.prompt_tokens, result.completion_tokens)
                 self.store.save_call(key, purpose, self.backend.model, canonical, result)
@@ -127,7 +143,8 @@ class CachedLLM:
                 self.counters.prompt_tokens[purpose] += result.prompt_tokens
                 self.counters.completion_tokens[purpose] += result.completion_tokens
             else:
-                self.store.save_failure(key, purpose, self.backend.model, result.error or "unknown error")
+                result.error = redact(result.error or "unknown error")  # backends mask their own key; this catches key shapes
+                self.store.save_failure(key, purpose, self.backend.model, result.error)
                 self.counters.failed[purpose] += 1
             future.set_result(result)
             return result

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -24,11 +25,25 @@ from .console import console
 def evolve_progress() -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
+        TextColumn("{task.fields[rate]}"), TextColumn("[yellow]{task.fields[wait]}"),
         TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
         TextColumn("[green]kept {task.fields[kept]}[/] [yellow]elim {task.fields[elim]}[/] [red]err {task.fields[err]}[/]"),
         console=console, transient=False,
     )
+
+
+def plain(text: str) -> str:
+    """`text` to print as it is, not as rich markup: a URL or a server's message may hold [brackets]
+    (a key masked as "[redacted]" would otherwise vanish)."""
+    return escape(text)
+
+
+def waiting(wait: tuple[float, str] | None, over: float = 2.0) -> str:
+    """The progress line's note on a retry wait of more than `over` seconds, e.g. "waiting 60s (429)"; shorter
+    waits are routine and not shown."""
+    if wait is None or wait[0] <= over:
+        return ""
+    return f"waiting {wait[0]:.0f}s ({wait[1]})"
 
 
 def print_evolve_summary(stats: dict, out: Path) -> None:
@@ -36,7 +51,10 @@ def print_evolve_summary(stats: dict, out: Path) -> None:
     table = Table(title=f"evolinstruct run: {out}", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("seeds", f"{stats['seeds']} ({stats['seeds_answered']} answered, {stats['skipped_empty_seeds']} empty skipped)")
+    dropped = sum((stats.get("seeds_eliminated") or {}).values())
+    table.add_row("seeds", f"{stats['seeds']} ({stats['seeds_answered']} answered, "
+                  + (f"{dropped} answers dropped, " if dropped else "")
+                  + f"{stats['skipped_empty_seeds']} empty skipped)")
     table.add_row("evolutions", f"{ev['attempted']}/{ev['planned']} attempted: [green]{ev['kept']} kept[/], "
                   f"[yellow]{ev['eliminated']} eliminated[/], [red]{ev['errors']} errors[/]")
     for reason, n in stats["eliminated"].items():
@@ -46,6 +64,9 @@ def print_evolve_summary(stats: dict, out: Path) -> None:
     table.add_row("ops (kept/attempted)", ", ".join(f"{op} {c.get('kept', 0)}/{c.get('attempted', 0)}" for op, c in stats["by_op"].items()))
     table.add_row("llm calls", f"{stats['llm_calls']} sent, {stats['cache_hits']} from cache, {stats['failed_calls']} failed")
     table.add_row("tokens", f"{stats['tokens']['prompt']} prompt + {stats['tokens']['completion']} completion")
+    if stats.get("truncated_answers_kept"):
+        table.add_row("truncated", f"{stats['truncated_answers_kept']} kept answers cut off at --max-tokens, marked "
+                      '"truncated": true (--drop-truncated drops them)')
     if "cost" in stats:
         table.add_row("cost", f"${stats['cost']['this_run']:.4f} this run, ${stats['cost']['total']:.4f} in total")
     table.add_row("time", f"{stats['seconds']:.1f}s (total {stats['seconds_total']:.1f}s)")
@@ -54,7 +75,9 @@ def print_evolve_summary(stats: dict, out: Path) -> None:
     if stats.get("stopped_by"):
         console.print(f"[yellow]stopped by --{stats['stopped_by'].replace('_', '-')}[/]: rerun with a larger budget to continue.")
     if ev["errors"] or stats["seed_errors"]:
-        console.print("[red]some calls failed[/]: see errors.jsonl; rerun the same command to retry them.")
+        example = f" (e.g. {plain(stats['first_error'])})" if stats.get("first_error") else ""
+        console.print(f"[red]some calls failed[/]{example}: see errors.jsonl; rerun the same command to retry them.",
+                      highlight=False)
 
 
 # ------------------------------------------------------------------------------------------ score

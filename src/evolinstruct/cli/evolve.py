@@ -44,10 +44,12 @@ def evolve(
     judge_backend: Annotated[str | None, typer.Option(help="Backend of --judge-model.")] = None,
     judge_base_url: Annotated[str | None, typer.Option(help="Endpoint of --judge-model.")] = None,
     equality_check: Annotated[bool, typer.Option(help="Run elimination rule 1 (an LLM call per evolution).")] = True,
+    drop_truncated: Annotated[bool, typer.Option("--drop-truncated", help="Eliminate responses cut off at --max-tokens (reason truncated_answer). Default: keep them, marked \"truncated\": true.")] = False,
     rpm: Annotated[float | None, typer.Option(help="Requests-per-minute cap (openai backend).")] = None,
     tpm: Annotated[float | None, typer.Option(help="Tokens-per-minute cap (openai backend; prompt estimate + max_tokens).")] = None,
     request_timeout: Annotated[float, typer.Option(help="Seconds before one HTTP request times out and is retried.")] = 600.0,
-    max_retries: Annotated[int, typer.Option(min=0, help="Retries on 429, 5xx, timeouts and resets (exponential backoff, jitter).")] = 6,
+    max_retries: Annotated[int, typer.Option(min=0, help="Retries on 429, 5xx, timeouts, resets and empty completions (exponential backoff, jitter).")] = 6,
+    max_retry_after: Annotated[float, typer.Option(min=0.0, help="Longest wait a server's Retry-After may ask for, in seconds; a longer one waits this long (and counts as a retry).")] = 60.0,
     http_client: Annotated[str, typer.Option(help="aiohttp (default, fastest), sdk (openai SDK on httpx) or sdk-aiohttp.")] = "aiohttp",
     max_calls: Annotated[int | None, typer.Option(min=0, help="Stop cleanly after sending this many calls (resumable).")] = None,
     max_cost: Annotated[float | None, typer.Option(min=0.0, help="Stop cleanly once this many USD are spent (needs --prices).")] = None,
@@ -75,7 +77,8 @@ def evolve(
             source=Source(seeds=str(seeds), limit=limit, column=column, input_column=input_column or None,
                           input_separator=SEPARATORS[input_separator]),
             algorithm=Algorithm(epochs=epochs, seed=seed, templates=templates, op_weights=ops,
-                                seed_responses=seed_responses, equality_check=equality_check),
+                                seed_responses=seed_responses, equality_check=equality_check,
+                                drop_truncated=drop_truncated),
             sampling=SamplingConfig(max_tokens=max_tokens, temperature=temperature, top_p=top_p),
             roles=Roles(
                 evolver=evolver,
@@ -85,12 +88,12 @@ def evolve(
                                    inherit=True, option="--judge-model"),
             ),
             transport=Transport(concurrency=concurrency, rpm=rpm, tpm=tpm, request_timeout=request_timeout,
-                                max_retries=max_retries, http_client=http_client),
+                                max_retries=max_retries, http_client=http_client, max_retry_after=max_retry_after),
             executor=ExecutorConfig(max_chains=max_chains),
             budget=BudgetConfig(max_calls=max_calls, max_cost=max_cost, prices=str(prices) if prices else None),
         )
     except (BackendError, ValueError) as exc:
-        fail(str(exc))
+        fail(display.plain(str(exc)))  # a URL or a server's text may hold [brackets]; rich must print them as they are
 
     progress = display.evolve_progress()
     task_id = None
@@ -100,7 +103,7 @@ def evolve(
         label = "resuming" if resumed else "evolving"
         console.print(f"{label} {n_seeds} seeds x {epochs} epochs with {evolver.label} ({evolver.backend}, "
                       f"{endpoint(evolver)}) -> {out}")
-        task_id = progress.add_task("evolve", total=n_seeds * (epochs + 1), kept=0, elim=0, err=0, rate="")
+        task_id = progress.add_task("evolve", total=n_seeds * (epochs + 1), kept=0, elim=0, err=0, rate="", wait="")
         progress.start()
 
     last_draw = 0.0
@@ -115,10 +118,16 @@ def evolve(
         last_draw = now
         task = progress.tasks[0]
         rate = f"{task.speed:.2f} steps/s" if task.speed else ""
-        progress.update(task_id, completed=p.steps_done, kept=p.kept, elim=p.eliminated, err=p.errors, rate=rate)
+        progress.update(task_id, completed=p.steps_done, kept=p.kept, elim=p.eliminated, err=p.errors, rate=rate,
+                        wait=display.waiting(p.waiting))
 
+    # BackendError includes FatalBackendError (a refused key, an unknown model, nothing listening): the run
+    # stops at once with the server's message on one line (no key in it), exit 2; a rerun resumes.
     with stops_cleanly(progress, (SeedError, TemplateError, ConfigMismatch, StoreError, BackendError, ValueError)):
-        stats = run_evolve(config, out, on_step=on_step, on_start=on_start)
+        try:
+            stats = run_evolve(config, out, on_step=on_step, on_start=on_start)
+        except BackendError as exc:  # the server's own words, printed as they are (not as rich markup)
+            raise BackendError(display.plain(str(exc))) from None
     if last_seen is not None:
         last_draw = 0.0
         on_step(last_seen)  # the final counts, which the redraw throttle may have skipped

@@ -5,9 +5,13 @@ handed to `commit` (the run store's save_step in a run). For every seed, in orde
   answer the seed (or keep its output) ->
   for epoch 1..E:
     choose an operation from (run seed, current id, epoch) -> evolve ->
-    cheap rules on the instruction (empty, copied prompt words) ->
+    cheap rules on the evolving call (truncated, empty, copied prompt words) ->
     equality judge (rule 1) -> answer -> rules 2 and 3 on the response ->
     kept: the child becomes the chain's current instruction; eliminated: the parent stays.
+
+An answer cut off at max_tokens (finish_reason "length") is marked `meta["truncated"] = True` (the row's
+`"truncated": true`), or eliminated as `truncated_answer` with `drop_truncated`. A seed whose answer is
+dropped so is written to eliminated.jsonl, and its chain still evolves the seed's instruction.
 
 This is the paper's pool: each epoch evolves every instruction in the pool once, a success replaces
 its parent in the pool for the next epoch, a failure returns the parent. There is no barrier between
@@ -26,7 +30,7 @@ from ..models.base import Request, Result, Sampling
 from ..records import Record, Seed, child_record_id, join_input, request_seed, seed_record_id
 from .config import EvolveConfig
 from .operations import choose_data_format, choose_operation
-from .rules import RuleSet, check_equality, rule_set
+from .rules import RuleSet, Verdict, check_equality, rule_set, truncation
 from .templates import TemplateSet
 
 log = logging.getLogger(__name__)
@@ -41,6 +45,9 @@ class Progress:
     eliminated: int = 0
     errors: int = 0
     equality_unparsed: int = 0
+    # The longest retry wait in progress (seconds, why: "429", "503", "connect"...), refreshed about once
+    # a second while there is one (run.py); None when no call waits.
+    waiting: tuple[float, str] | None = None
 
 
 @dataclass(slots=True)
@@ -71,6 +78,7 @@ class Chain:
     ) -> None:
         self.algorithm, self.sampling = config.algorithm, config.sampling
         self.separator = config.source.input_separator
+        self.drop_truncated = config.algorithm.drop_truncated
         self.templates = templates
         self.weights = weights
         self.roles = roles
@@ -94,6 +102,14 @@ class Chain:
     async def _answer(self, record: Record, epoch: int) -> Result:
         request = Request(record.messages(self.separator, with_output=False), self._sampling(record.id, "answer"))
         return await self.roles.responder("answer", request, self._remaining(epoch, 0))
+
+    def _truncated_answer(self, record: Record, result: Result) -> Verdict | None:
+        """Mark a record whose answer was cut off at max_tokens; the verdict when such answers are dropped."""
+        verdict = truncation("answer", result.finish_reason)
+        if verdict is None:
+            return None
+        record.meta["truncated"] = True
+        return verdict if self.drop_truncated else None
 
     def _tick(self, record: Record | None = None) -> None:
         p = self.progress
@@ -126,6 +142,8 @@ class Chain:
                 self._tick(root)
                 return
             root.output = result.text
+            if verdict := self._truncated_answer(root, result):
+                root.status, root.reason, root.evidence = "eliminated", verdict.reason, verdict.evidence
         self.commit([root], seed.index, 0, root_id, "running")
         self._tick(root)
 
@@ -173,7 +191,7 @@ class Chain:
         child.instruction = evolved.text.strip()
 
         # Cheap rules first: they need no further call and no later rule could save the child.
-        verdict = self.rules.check_instruction(child.instruction)
+        verdict = self.rules.check_truncated(evolved.finish_reason) or self.rules.check_instruction(child.instruction)
         if verdict:
             return eliminate(verdict.reason, verdict.evidence)
 
@@ -198,7 +216,8 @@ class Chain:
         if not answered.ok:
             return fail("answer", answered)
         child.output = answered.text
-        verdict = self.rules.check_response(child.output)
+        dropped = self._truncated_answer(child, answered)  # marks the record either way
+        verdict = self.rules.check_response(child.output) or dropped
         if verdict:
             return eliminate(verdict.reason, verdict.evidence)
         return child

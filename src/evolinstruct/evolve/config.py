@@ -46,6 +46,9 @@ class Algorithm:
     seed_responses: str = "generate"  # generate: answer seeds (the paper); keep: keep the seed file's outputs
     equality_check: bool = True
     task: str = "chat"  # which rule list (evolve/rules.py RULE_SETS)
+    # A response cut off at max_tokens: kept and marked "truncated": true (default), or eliminated as
+    # truncated_answer (then its evolution's parent stays in the pool, as for any elimination).
+    drop_truncated: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -154,6 +157,8 @@ class EvolveConfig:
         }
         if a.task != "chat":
             data["task"] = a.task
+        if a.drop_truncated:
+            data["drop_truncated"] = True
         if self.executor.shards > 1:
             data["shard"] = [self.executor.shard, self.executor.shards]
         return data

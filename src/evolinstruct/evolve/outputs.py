@@ -43,6 +43,9 @@ class Tally:
 
     def __init__(self) -> None:
         self.seeds = self.seeds_answered = self.seed_errors = self.errors = 0
+        self.truncated_kept = 0  # kept rows whose answer was cut off at max_tokens (marked "truncated")
+        self.seeds_eliminated: Counter = Counter()  # seeds whose answer was dropped (--drop-truncated)
+        self.first_error: str | None = None  # one failed call's error, for the console's summary
         self.kept: Counter = Counter()
         self.eliminated: Counter = Counter()
         self.by_epoch: dict[int, Counter] = defaultdict(Counter)
@@ -54,10 +57,16 @@ class Tally:
             yield record
 
     def add(self, record: Record) -> None:
+        if record.status == "kept" and record.meta.get("truncated"):
+            self.truncated_kept += 1
+        elif record.status == "error" and self.first_error is None:
+            self.first_error = str(record.evidence.get("error") or "")[:300]
         if record.epoch == 0:
             self.seeds += 1
             if record.status == "kept":
                 self.seeds_answered += 1
+            elif record.status == "eliminated":
+                self.seeds_eliminated[record.reason] += 1
             else:
                 self.seed_errors += 1
             return
@@ -101,6 +110,13 @@ class Tally:
             "stored_calls": sum(t["calls"] for t in totals.values()),
             "pending_failures": len(store.failures()),
         }
+        # Only when there are any, so the stats of a run without truncation keep their shape.
+        if self.truncated_kept:
+            stats["truncated_answers_kept"] = self.truncated_kept
+        if self.seeds_eliminated:
+            stats["seeds_eliminated"] = dict(sorted(self.seeds_eliminated.items()))
+        if self.first_error:
+            stats["first_error"] = self.first_error
         stats.update(extra)
         return stats
 

@@ -6,10 +6,18 @@ the rule list of each task.
 3. punctuation_stopwords_only: the response is nothing but punctuation and stop words.
 4. copied_prompt_words: the evolved instruction copies the evolving prompt's words.
 
-Rules 4 and "empty_evolution" look only at the instruction, so they run before any further call;
-rules 2-3 need the response; rule 1 needs a judge call. The chain (chain.py) runs the cheap ones
+Besides the paper's four:
+- empty_evolution: the evolved instruction is empty.
+- truncated: the evolving call stopped at max_tokens (finish_reason "length"): a cut-off instruction is
+  not a harder instruction, whatever its words.
+- truncated_answer: the response stopped at max_tokens, only with `evolve --drop-truncated`; by default
+  such a response is kept and its row marked `"truncated": true`.
+
+Rules 4, "truncated" and "empty_evolution" look only at the evolving call, so they run before any further
+call; rules 2-3 need the response; rule 1 needs a judge call. The chain (chain.py) runs the cheap ones
 first whenever that cannot change the verdict. A task (chat today; code, math, conversation later) is a
-`RuleSet`: the rules on the instruction, the rules on the response, and whether rule 1 runs.
+`RuleSet`: the rules on the instruction, the rules on the response, whether rule 1 runs, and whether a
+truncated evolution is eliminated.
 """
 
 from __future__ import annotations
@@ -25,7 +33,10 @@ SORRY_SHORT = "sorry_short_response"
 PUNCT_STOPWORDS = "punctuation_stopwords_only"
 COPIED_PROMPT = "copied_prompt_words"
 EMPTY = "empty_evolution"
-REASONS = (NO_INFORMATION_GAIN, SORRY_SHORT, PUNCT_STOPWORDS, COPIED_PROMPT, EMPTY)
+TRUNCATED = "truncated"
+TRUNCATED_ANSWER = "truncated_answer"
+REASONS = (NO_INFORMATION_GAIN, SORRY_SHORT, PUNCT_STOPWORDS, COPIED_PROMPT, EMPTY, TRUNCATED, TRUNCATED_ANSWER)
+LENGTH = "length"  # the finish_reason of a completion cut off at max_tokens
 
 # Prompt leftovers, in one place for both of their uses:
 # - COPIED_PHRASES: words the evolving prompts use about themselves (paper, rule 4), lower-case. The repo's in-depth prompts
@@ -81,6 +92,13 @@ def empty_evolution(evolved: str) -> Verdict | None:
     if not evolved.strip():
         return Verdict(EMPTY, {"instruction_chars": len(evolved)})
     return None
+
+
+def truncation(purpose: str, finish_reason: str | None) -> Verdict | None:
+    """A completion cut off at max_tokens: `truncated` for an evolution, `truncated_answer` for a response."""
+    if finish_reason != LENGTH:
+        return None
+    return Verdict(TRUNCATED if purpose == "evolve" else TRUNCATED_ANSWER, {"finish_reason": LENGTH, "purpose": purpose})
 
 
 def copied_prompt_words(evolved: str) -> Verdict | None:
@@ -149,6 +167,11 @@ class RuleSet:
     on_instruction: tuple[Rule, ...]
     on_response: tuple[Rule, ...]
     equality: bool = True  # rule 1, a judge call between the two
+    truncated: bool = True  # eliminate an evolution cut off at max_tokens (reason `truncated`)
+
+    def check_truncated(self, finish_reason: str | None) -> Verdict | None:
+        """The evolving call's finish: a truncated evolution is eliminated before any rule on its text."""
+        return truncation("evolve", finish_reason) if self.truncated else None
 
     def check_instruction(self, evolved: str) -> Verdict | None:
         for rule in self.on_instruction:

@@ -43,6 +43,22 @@ def _columns(config: EvolveConfig) -> SeedColumns:
     return SeedColumns(instruction=config.source.column, input=config.source.input_column)
 
 
+WAIT_POLL = 1.0  # seconds between looks at the backends' retry waits, for the progress line
+
+
+async def report_waits(progress: Progress, roles: RoleCalls, on_step: Callable[[Progress], None]) -> None:
+    """While a call waits to retry (a long Retry-After, a backoff), no step finishes and the progress line
+    would freeze: once a second, put the longest wait on `progress.waiting` and redraw."""
+    llms = (roles.evolver, roles.responder, roles.judge)
+    while True:
+        await asyncio.sleep(WAIT_POLL)
+        waits = [w for llm in llms if (w := llm.waiting()) is not None]
+        now = max(waits) if waits else None
+        if now is not None or progress.waiting is not None:
+            progress.waiting = now
+            on_step(progress)
+
+
 async def _evolve_async(
     config: EvolveConfig, run_dir: Path, on_step: Callable[[Progress], None], on_start: Callable[[int, bool], None]
 ) -> dict[str, Any]:
@@ -76,10 +92,14 @@ async def _evolve_async(
         on_start(expected, resumed)
         chain = Chain(config, templates, weights, roles, commit=store.save_step, on_step=on_step)
         executor = Executor(config.transport.concurrency, ex.max_chains, ex.shard, ex.shards)
+        waits = asyncio.create_task(report_waits(chain.progress, roles, on_step))
         try:
             seeds = read_seeds(config.source.seeds, _columns(config), config.source.limit)
+            # A FatalBackendError (a refused key, an unknown model, nothing listening) propagates from here:
+            # the executor cancels the chains in flight, and every call and step finished so far is stored.
             stopped_by = await executor.run(seeds, chain.run)
         finally:
+            waits.cancel()
             elapsed = time.perf_counter() - started
             total_seconds = (store.get_meta("seconds_total") or 0.0) + elapsed
             store.set_meta("seconds_total", total_seconds)

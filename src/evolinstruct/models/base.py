@@ -3,6 +3,13 @@
 A backend takes a batch of requests and returns one result per request, in order. A failed request
 becomes a `Result` with `error` set; a batch never raises for one bad request. This is the shape of
 vLLM's `LLM.chat` and ray.data.llm's processors, so a scale-out backend is an adapter, not a rewrite.
+
+The one exception is `FatalBackendError`: the backend cannot serve any request (a rejected key, a model
+the server does not have, nothing answering at the URL). It is raised, not returned, and stops the whole
+run at once; calls stored so far stay stored, so a rerun after the fix resumes.
+
+An empty completion is never a success: `CachedLLM` (calls.py) turns one from any backend into an error
+`Result`, which is not stored and is retried by the next run. Error texts never carry a key (redact.py).
 """
 
 from __future__ import annotations
@@ -16,6 +23,12 @@ EMBEDDED = "embedded"
 
 class BackendError(RuntimeError):
     """A backend that cannot start (missing dependency, missing key): the message says what to do."""
+
+
+class FatalBackendError(BackendError):
+    """A backend that cannot serve any call: the server rejected the key (401, 403), does not know the model
+    (404 model not found), or nothing answered at the URL. Raised from `generate`, it stops the run at once;
+    the message is one line, says what to fix, and holds no key."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +68,10 @@ class Result:
 @runtime_checkable
 class Backend(Protocol):
     """What every backend implements. Its class also says what it can do (capability flags, read with
-    `capabilities()`): callers ask what a backend can do, never which backend it is."""
+    `capabilities()`): callers ask what a backend can do, never which backend it is.
+
+    Optionally, `waiting() -> (seconds, why) | None`: the longest retry wait in progress (a 429's Retry-After,
+    a backoff), for the progress line."""
 
     name: str
     model: str
@@ -114,3 +130,4 @@ class Transport:
     request_timeout: float = 600.0
     max_retries: int = 6
     http_client: str = "aiohttp"
+    max_retry_after: float = 60.0  # the longest a Retry-After header may make one retry wait (seconds)

@@ -5,9 +5,15 @@ and out, our own retries. It holds 1,000+ requests in flight on 2 cores, where h
 default transport) degrades past ~32 connections; docs/BENCHMARKS.md has the measurement. The SDK
 path (`http_client="sdk"`, optionally over the SDK's aiohttp transport) is kept for comparison.
 
-Retries: 408/409/429/5xx, timeouts and connection errors, with exponential backoff and full jitter;
-a 429 waits its Retry-After before its retry. Other 4xx fail at once. A request that
-still fails becomes a `Result` with `error`, never an exception for the batch.
+Retries: 408/409/429/5xx, timeouts, connection errors and empty completions (`content` null or ""), with
+exponential backoff and full jitter; a 429 waits its Retry-After before its retry, capped at
+`max_retry_after` (a longer one waits the cap and counts as a normal retry). Other 4xx fail at once. A
+request that still fails becomes a `Result` with `error`, never an exception for the batch.
+
+Fatal, raised as `FatalBackendError` so the run stops at once: 401 and 403 (the key), 404 whose body says
+the model is not found, and the first NOTHING_ANSWERS_AFTER calls all failing to connect before the server
+ever answered (nothing listens at the URL). Base URLs are checked before anything runs (`check`).
+Every error text goes through `redact` with the key in use: no key reaches the store, a file or the console.
 """
 
 from __future__ import annotations
@@ -19,15 +25,60 @@ import logging
 import os
 import random
 import time
+import urllib.parse
 from collections import Counter
 from typing import Any
 
-from .base import BackendError, Capabilities, ModelSpec, Request, Result, Transport
+from ..redact import redact
+from .base import BackendError, Capabilities, FatalBackendError, ModelSpec, Request, Result, Transport
 from .ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = {408, 409, 429}
+FATAL_STATUS = {401, 403}  # the key: no other request can succeed either
+# Stop when this many calls in a row, from the first, failed to connect and the server never answered once.
+NOTHING_ANSWERS_AFTER = 20
+EMPTY_COMPLETION = "empty completion"
+SHOW_WAIT = 1.0  # retry waits at least this long are reported by waiting() (the progress line)
+_MODEL_NOT_FOUND = ("model_not_found", "not found", "does not exist", "no such model", "unknown model")
+
+
+def check_base_url(url: str | None) -> None:
+    """An OpenAI-compatible endpoint must be http(s) with a host; anything else fails before a run starts."""
+    if url is None:
+        return
+    parsed = urllib.parse.urlsplit(url.strip())
+    try:
+        parsed.port  # noqa: B018 - raises on a port that is not a number in range
+        port_ok = True
+    except ValueError:
+        port_ok = False
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or not port_ok:
+        raise BackendError(f"base URL '{redact(url)}' is not usable: it needs http:// or https:// and a host, "
+                           "e.g. http://127.0.0.1:8000/v1")
+
+
+def server_message(body: str) -> str:
+    """The human part of an error body (OpenAI's error.message, vLLM's message, FastAPI's detail), on one line."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    message: Any = None
+    if isinstance(data, dict):
+        error = data.get("error")
+        if isinstance(error, dict):
+            message = error.get("message") or error.get("code")
+        elif isinstance(error, str):
+            message = error
+        message = message or data.get("message") or data.get("detail")
+    return " ".join(str(message or body).split())[:300]
+
+
+def is_model_not_found(body: str) -> bool:
+    low = body.lower()
+    return "model" in low and any(marker in low for marker in _MODEL_NOT_FOUND)
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -56,7 +107,13 @@ class OpenAIBackend:
             model=spec.model, base_url=spec.base_url, api_key_env=spec.api_key_env,
             concurrency=transport.concurrency, rpm=transport.rpm, tpm=transport.tpm,
             timeout=transport.request_timeout, max_retries=transport.max_retries, http_client=transport.http_client,
+            max_retry_after=transport.max_retry_after,
         )
+
+    @classmethod
+    def check(cls, spec: ModelSpec) -> None:
+        """Reject an unusable base URL before a run directory is touched."""
+        check_base_url(spec.base_url)
 
     def __init__(
         self,
@@ -72,7 +129,9 @@ class OpenAIBackend:
         http_client: str = "aiohttp",
         backoff_base: float = 0.5,
         backoff_max: float = 20.0,
+        max_retry_after: float = 60.0,
     ) -> None:
+        check_base_url(base_url)
         if not model:
             raise BackendError("the openai backend needs --model (the model name the server serves)")
         api_key = os.environ.get(api_key_env)
@@ -89,6 +148,8 @@ class OpenAIBackend:
         self.timeout = timeout
         self.max_retries = max_retries
         self.backoff_base, self.backoff_max = backoff_base, backoff_max
+        self.max_retry_after = max_retry_after
+        self.api_key_env = api_key_env
         self.http_client = http_client
         self.limiter = RateLimiter(rpm, tpm)
         self.counters: Counter = Counter()  # retries and failures by kind, for stats.json
@@ -98,6 +159,68 @@ class OpenAIBackend:
         self._session: Any = None
         self._timeout: Any = None  # one aiohttp.ClientTimeout, built with the session
         self._sdk: Any = None
+        self._reached = False  # the server has answered at least once (any HTTP status)
+        self._unreachable = 0  # calls that failed to connect on every attempt
+        self._waits: dict[int, tuple[float, str]] = {}  # retry waits in progress: token -> (until, why)
+        self._wait_tokens = 0
+        self._warned_cap = False
+
+    # ---------------------------------------------------------------- errors
+    def _redact(self, text: str) -> str:
+        return redact(text, (self._api_key,))
+
+    def _fatal(self, status: int, body: str) -> FatalBackendError | None:
+        """The error that stops the run for this response, or None when other requests may still succeed."""
+        if status in FATAL_STATUS:
+            fix = f"the server refused the key: check {self.api_key_env} (or --api-key-env)"
+        elif status == 404 and is_model_not_found(body):
+            fix = f"the server does not serve model '{self.model}': check --model"
+        else:
+            return None
+        message = self._redact(server_message(body))
+        return FatalBackendError(f"HTTP {status} from {self.base_url}: {message} ({fix}); everything finished so far "
+                                 "is stored: rerun the same command to resume")
+
+    def _unanswered(self, error: str) -> None:
+        """A call failed to connect on every attempt: stop the run if nothing has ever answered at the URL."""
+        self._unreachable += 1
+        if not self._reached and self._unreachable >= NOTHING_ANSWERS_AFTER:
+            raise FatalBackendError(
+                f"nothing answers at {self.base_url}: the first {self._unreachable} calls all failed to connect "
+                f"({error}); check --base-url and that the server is running, then rerun the same command to resume"
+            )
+
+    # ---------------------------------------------------------------- waits
+    def _delay(self, retry_after: float | None, attempt: int) -> float:
+        if retry_after is None:
+            return self._backoff(attempt)
+        if retry_after > self.max_retry_after:
+            self.counters["retry_after_capped"] += 1
+            if not self._warned_cap:
+                self._warned_cap = True
+                log.warning("%s asked to retry after %.0fs; waiting %.0fs (--max-retry-after)",
+                            self.base_url, retry_after, self.max_retry_after)
+            return self.max_retry_after
+        return retry_after
+
+    async def _wait(self, delay: float, why: str) -> None:
+        if delay < SHOW_WAIT:
+            await asyncio.sleep(delay)
+            return
+        self._wait_tokens += 1
+        token = self._wait_tokens
+        self._waits[token] = (time.monotonic() + delay, why)
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            del self._waits[token]
+
+    def waiting(self) -> tuple[float, str] | None:
+        """The longest retry wait in progress: (seconds left, why), e.g. (58.2, "429"); None when none."""
+        if not self._waits:
+            return None
+        until, why = max(self._waits.values())
+        return max(0.0, until - time.monotonic()), why
 
     # ---------------------------------------------------------------- plumbing
     def _payload(self, request: Request) -> dict[str, Any]:
@@ -143,8 +266,9 @@ class OpenAIBackend:
         return chars / 4 + request.sampling.max_tokens
 
     # ---------------------------------------------------------------- one attempt
-    async def _attempt_aiohttp(self, body: bytes) -> tuple[Result | None, str, float | None]:
-        """(result, error, retry_after): a result when done (success or final failure), else a retryable error."""
+    async def _attempt_aiohttp(self, body: bytes) -> tuple[Result | None, str, float | None, str]:
+        """(result, error, retry_after, why): a result when done (success or final failure), else a retryable
+        error and why it is retried (a status, "connect", "connection", "timeout", "empty completion")."""
         import aiohttp
 
         session = self._session_for_loop()
@@ -152,36 +276,65 @@ class OpenAIBackend:
             self._timeout = aiohttp.ClientTimeout(total=self.timeout)
         try:
             async with session.post(f"{self.base_url}/chat/completions", data=body, timeout=self._timeout) as resp:
+                self._reached = True
                 if resp.status == 200:
-                    return _parse(await resp.read()), "", None
-                error = f"HTTP {resp.status}: {(await resp.text(errors='replace'))[:300]}"
+                    return self._completed(_parse(await resp.read()))
+                text = await resp.text(errors="replace")
+                if fatal := self._fatal(resp.status, text):
+                    raise fatal
+                error = f"HTTP {resp.status}: {self._redact(text[:300])}"
                 if resp.status in RETRY_STATUS or resp.status >= 500:
                     self.counters[f"retry_http_{resp.status}"] += 1
-                    return None, error, retry_after_seconds(resp.headers.get("Retry-After"))
-                return Result(error=error), error, None
+                    return None, error, retry_after_seconds(resp.headers.get("Retry-After")), str(resp.status)
+                return Result(error=error), error, None, ""
         except asyncio.TimeoutError:
             self.counters["retry_timeout"] += 1
-            return None, f"timeout after {self.timeout:g}s", None
+            return None, f"timeout after {self.timeout:g}s", None, "timeout"
+        except aiohttp.ClientConnectorError as exc:
+            self.counters["retry_connection"] += 1
+            return None, self._redact(f"cannot connect to {self.base_url} ({type(exc).__name__}: {exc})"), None, "connect"
         except (aiohttp.ClientError, ConnectionError, OSError) as exc:
             self.counters["retry_connection"] += 1
-            return None, f"{type(exc).__name__}: {exc}", None
+            return None, self._redact(f"{type(exc).__name__}: {exc}"), None, "connection"
 
-    async def _attempt_sdk(self, payload: dict[str, Any]) -> tuple[Result | None, str, float | None]:
+    def _completed(self, result: Result) -> tuple[Result | None, str, float | None, str]:
+        """A 200's result: an empty completion is retried like a 5xx, never returned as a success."""
+        if not result.ok and (result.error or "").startswith(EMPTY_COMPLETION):
+            self.counters["retry_empty"] += 1
+            return None, result.error, None, EMPTY_COMPLETION
+        if not result.ok:  # a malformed body quotes the server
+            result.error = self._redact(result.error or "")
+        return result, "", None, ""
+
+    async def _attempt_sdk(self, payload: dict[str, Any]) -> tuple[Result | None, str, float | None, str]:
         import openai
 
         client = self._sdk_client()
         try:
             response = await client.chat.completions.create(**payload)
         except openai.APIStatusError as exc:
-            error = f"HTTP {exc.status_code}: {str(exc)[:300]}"
+            self._reached = True
+            try:
+                text = exc.response.text
+            except Exception:  # noqa: BLE001 - a body that cannot be read is no reason to lose the error
+                text = str(exc)
+            if fatal := self._fatal(exc.status_code, text):
+                raise fatal from None
+            error = f"HTTP {exc.status_code}: {self._redact(str(exc)[:300])}"
             if exc.status_code in RETRY_STATUS or exc.status_code >= 500:
                 self.counters[f"retry_http_{exc.status_code}"] += 1
-                return None, error, retry_after_seconds(exc.response.headers.get("retry-after"))
-            return Result(error=error), error, None
-        except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+                return None, error, retry_after_seconds(exc.response.headers.get("retry-after")), str(exc.status_code)
+            return Result(error=error), error, None, ""
+        except openai.APITimeoutError:
+            self.counters["retry_timeout"] += 1
+            return None, f"timeout after {self.timeout:g}s", None, "timeout"
+        except openai.APIConnectionError as exc:
             self.counters["retry_connection"] += 1
-            return None, f"{type(exc).__name__}: {exc}", None
-        return _parse(response.model_dump_json().encode()), "", None
+            cause = type(exc.__cause__).__name__ if exc.__cause__ is not None else ""
+            why = "connect" if "Connect" in cause else "connection"
+            return None, self._redact(f"{type(exc).__name__}: {exc} {cause}".strip()), None, why
+        self._reached = True
+        return self._completed(_parse(response.model_dump_json().encode()))
 
     # ---------------------------------------------------------------- public
     async def _one(self, request: Request) -> Result:
@@ -194,11 +347,11 @@ class OpenAIBackend:
             attempt_fn = self._attempt_aiohttp
         else:
             attempt_fn = self._attempt_sdk
-        error = ""
+        error, why = "", ""
         async with self._limit:
             for attempt in range(self.max_retries + 1):
                 await self.limiter.acquire(estimate)
-                result, error, retry_after = await attempt_fn(payload)
+                result, error, retry_after, why = await attempt_fn(payload)
                 if result is not None:
                     if result.ok:
                         self.limiter.settle(estimate, result.prompt_tokens + result.completion_tokens)
@@ -209,8 +362,10 @@ class OpenAIBackend:
                     break
                 # Retry-After is honoured by the request that got it. A global pause would stall
                 # every other request behind proxies that 429 single requests (measured: 20x slower).
-                await asyncio.sleep(retry_after if retry_after is not None else self._backoff(attempt))
+                await self._wait(self._delay(retry_after, attempt), why)
         self.counters["failed"] += 1
+        if why == "connect":
+            self._unanswered(error)
         return Result(error=f"{error} (after {self.max_retries + 1} attempts)")
 
     async def generate(self, requests: list[Request]) -> list[Result]:
@@ -232,9 +387,14 @@ def _parse(body: bytes) -> Result:
     except (ValueError, KeyError, IndexError, TypeError):
         return Result(error=f"malformed response: {body[:200]!r}")
     usage = data.get("usage") or {}
-    return Result(
-        text=(choice.get("message") or {}).get("content") or "",
+    content = (choice.get("message") or {}).get("content")
+    result = Result(
+        text=content or "",
         prompt_tokens=usage.get("prompt_tokens") or 0,
         completion_tokens=usage.get("completion_tokens") or 0,
         finish_reason=choice.get("finish_reason"),
     )
+    if not content:  # null or "": never a success (the caller retries it)
+        result.error = (f"{EMPTY_COMPLETION} (content {'null' if content is None else 'empty'}, "
+                        f"finish_reason {result.finish_reason!r})")
+    return result

@@ -23,7 +23,7 @@ MIN_SECRET = 6
 _SHAPES = re.compile(
     r"""
     \b(?:sk-ant-|sk-)[A-Za-z0-9_\-]{8,}            # OpenAI / Anthropic style keys
-    | \bBearer\s+[A-Za-z0-9._~+/=\-]{4,}           # an Authorization header's token
+    | \b(?i:bearer)\s+[A-Za-z0-9._~+/=\-]{4,}      # an Authorization header's token (any case)
     | \bhf_[A-Za-z0-9]{16,}                         # Hugging Face tokens
     | \bgsk_[A-Za-z0-9]{16,}                        # Groq keys
     | \bAIza[A-Za-z0-9_\-]{20,}                     # Google API keys

@@ -10,6 +10,7 @@ from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 
 console = Console(stderr=True)
@@ -20,7 +21,8 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 def fail(message: str) -> NoReturn:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # The message is text, never markup: a URL, a server's answer or "[redacted]" prints as it is.
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from ..models import BackendError, ModelSpec, resolve_role
+from ..rundir import OutputError, write_json, write_text
 from ..store import ConfigMismatch, StoreError
 from . import display
 from .console import console, fail, stops_cleanly
@@ -122,7 +123,7 @@ def eval_main(
             console.print("[yellow]stopped by --max-calls[/]: everything answered so far is stored; rerun to continue.")
             raise typer.Exit(3) from None
     progress.stop()
-    (out / "report.html").write_text(eval_page_html(results, f"evolinstruct eval: {testset}"), encoding="utf-8")
+    write_text(out / "report.html", eval_page_html(results, f"evolinstruct eval: {testset}"))
     display.print_results(results, Console(), str(out))
     if results["failed_items"]:
         raise typer.Exit(3)  # incomplete: rerunning the command retries the failed calls
@@ -160,7 +161,8 @@ def human_import(
     except HumanEvalError as exc:
         fail(str(exc))
     if out:
-        from ..rundir import write_json
-
-        write_json(out, stats)
+        try:
+            write_json(out, stats)
+        except OutputError as exc:
+            fail(str(exc))
     display.print_human_stats(stats, Console())

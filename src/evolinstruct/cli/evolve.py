@@ -93,7 +93,7 @@ def evolve(
             budget=BudgetConfig(max_calls=max_calls, max_cost=max_cost, prices=str(prices) if prices else None),
         )
     except (BackendError, ValueError) as exc:
-        fail(display.plain(str(exc)))  # a URL or a server's text may hold [brackets]; rich must print them as they are
+        fail(str(exc))
 
     progress = display.evolve_progress()
     task_id = None
@@ -124,10 +124,7 @@ def evolve(
     # BackendError includes FatalBackendError (a refused key, an unknown model, nothing listening): the run
     # stops at once with the server's message on one line (no key in it), exit 2; a rerun resumes.
     with stops_cleanly(progress, (SeedError, TemplateError, ConfigMismatch, StoreError, BackendError, ValueError)):
-        try:
-            stats = run_evolve(config, out, on_step=on_step, on_start=on_start)
-        except BackendError as exc:  # the server's own words, printed as they are (not as rich markup)
-            raise BackendError(display.plain(str(exc))) from None
+        stats = run_evolve(config, out, on_step=on_step, on_start=on_start)
     if last_seen is not None:
         last_draw = 0.0
         on_step(last_seen)  # the final counts, which the redraw throttle may have skipped

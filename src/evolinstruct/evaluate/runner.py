@@ -282,9 +282,9 @@ async def _eval_async(config: EvalConfig, out: Path, on_start: Callable[[int, bo
     kind, items = load_testset(config.testset, config.data_dir, None)
     digest = file_digest(str(data_file(BUILTIN[config.testset], config.data_dir) if config.testset in BUILTIN else config.testset))
     items = spread_over_skills(items, config.limit)
-    store = RunStore(out)
     transport = Transport(concurrency=config.concurrency, request_timeout=config.request_timeout,
-                          max_retries=config.max_retries)
+                          max_retries=config.max_retries)  # checked before EVAL_DIR is made
+    store = RunStore(out)
     backends = Backends(transport, lazy=True)  # a resumed eval whose calls are stored loads no model
     try:
         resumed = store.bind_config(config.bound(digest))

@@ -6,13 +6,12 @@ times the run was interrupted). `score` rewrites the same files when it adds sco
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..records import Record
-from ..rundir import DATASET, ELIMINATED, ERRORS
+from ..rundir import DATASET, ELIMINATED, ERRORS, atomic_files
 from ..store import RunStore
 
 
@@ -22,19 +21,17 @@ def write_outputs(store: RunStore, records: Iterable[Record] | None = None) -> d
     names = {"kept": DATASET, "eliminated": ELIMINATED, "error": ERRORS}
     counts = dict.fromkeys(names.values(), 0)
     scores = store.scores()  # from `evolinstruct score`; rows carry them whenever there are any
-    files = {status: open(run_dir / (name + ".tmp"), "w", encoding="utf-8") for status, name in names.items()}
-    try:
+    statuses = list(names)
+    # Written under temporary names and renamed together at the end; on any error (a full disk) every
+    # temporary file is removed and the previous outputs stay as they were.
+    with atomic_files(run_dir / names[status] for status in statuses) as handles:
+        files = dict(zip(statuses, handles, strict=True))
         for record in store.iter_records() if records is None else records:
             row = record.dataset_row()
             if record.id in scores:
                 row["scores"] = scores[record.id]
             files[record.status].write(json.dumps(row, ensure_ascii=False) + "\n")
             counts[names[record.status]] += 1
-    finally:
-        for f in files.values():
-            f.close()
-    for name in names.values():
-        os.replace(run_dir / (name + ".tmp"), run_dir / name)
     return counts
 
 

@@ -131,3 +131,14 @@ class Transport:
     max_retries: int = 6
     http_client: str = "aiohttp"
     max_retry_after: float = 60.0  # the longest a Retry-After header may make one retry wait (seconds)
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError(f"--concurrency must be 1 or more (got {self.concurrency})")
+        # 0 is not "no limit" (that is leaving the option out): it would stop every call, so it is refused.
+        for option, value in (("--rpm", self.rpm), ("--tpm", self.tpm)):
+            if value is not None and not value > 0:
+                raise ValueError(f"{option} must be greater than 0 (got {value:g}); leave it out for no cap")
+        for option, value in (("--request-timeout", self.request_timeout), ("--max-retry-after", self.max_retry_after)):
+            if not value > 0:
+                raise ValueError(f"{option} must be greater than 0 seconds (got {value:g})")

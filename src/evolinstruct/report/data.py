@@ -7,18 +7,15 @@ a hint instead of a chart.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..redact import redact as redact_text
 from ..rundir import FILTER_STATS, REMOVED, RunDir
 from ..store import RunStore, StoreError
 
 EXAMPLES_PER_REASON = 3
-
-# Error texts can quote request headers or URLs: mask anything that looks like a key before it reaches the page.
-_SECRET = re.compile(r"(sk-[A-Za-z0-9_\-]{8,}|Bearer\s+\S+|api[_-]?key=\S+)", re.IGNORECASE)
 
 
 class ReportError(ValueError):
@@ -26,8 +23,10 @@ class ReportError(ValueError):
 
 
 def redact(value: Any) -> Any:
+    """Every string in `value` (nested dicts and lists too) with key-shaped text masked: error texts can quote
+    request headers or URLs, and nothing that looks like a key may reach the page (the one masker, redact.py)."""
     if isinstance(value, str):
-        return _SECRET.sub("[redacted]", value)
+        return redact_text(value)
     if isinstance(value, dict):
         return {k: redact(v) for k, v in value.items()}
     if isinstance(value, list):

@@ -241,3 +241,14 @@ def scripted(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Script]:
         return script
 
     return use
+
+
+# Fixtures that start a server process: a test that uses one is slow by definition (`make test-fast` runs
+# no model, server or browser), whether or not its author remembered the mark.
+SERVER_FIXTURES = {"llama_server", "llama_server_factory", "bad_server", "sim_url", "reference"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

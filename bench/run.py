@@ -812,7 +812,7 @@ def write_doc(report: dict) -> None:
         on, rs = f.get("faults_on") or {}, f.get("resume") or {}
         base = f.get("baseline")
         lines += ["## Fault test", "",
-                  f"{f['seeds']} seeds x {f['epochs']} epochs, C=128, L=0.05 s, server flags `{' '.join(f['faults'])}`; "
+                  f"{f['seeds']} seeds x {f['epochs']} epochs, C={f.get('concurrency', 128)}, L={f.get('latency', 0.05)} s, server flags `{' '.join(f['faults'])}`; "
                   "then the same command again against a server without faults (resume).", ""]
         if base:
             lines.append(f"- baseline without faults: {base.get('requests')} requests in {base.get('wall_s')} s")

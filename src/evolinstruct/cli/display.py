@@ -231,3 +231,64 @@ def print_human_stats(stats: dict[str, Any], console: Console) -> None:
     for name, p in stats["criteria"]["overall"]["pairwise"].items():
         pairs.add_row(name, str(p["win"]), str(p["tie"]), str(p["loss"]), "-" if p["win_rate"] is None else f"{p['win_rate']:.2f}")
     console.print(pairs)
+
+
+# ------------------------------------------------------------------------------------------ estimate
+def _short(value: float) -> str:
+    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e4, "k")):
+        if abs(value) >= size:
+            return f"{value / size:.3g}{suffix}" if suffix != "k" else f"{value / 1e3:.0f}k"
+    return f"{value:,.0f}"
+
+
+def _usd(value: float) -> str:
+    return f"${value:,.2f}" if value >= 1 else f"${value:.4f}"
+
+
+def _range(values: list[float] | None, money: bool = False) -> str:
+    if not values:
+        return "-"
+    lo, hi = values
+    fmt = _usd if money else _short
+    return fmt(lo) if fmt(lo) == fmt(hi) else f"{fmt(lo)}-{fmt(hi)}"
+
+
+def print_estimate(plan: dict[str, Any]) -> None:
+    """An estimate (evolve/estimate.py `Estimate.to_dict()`): nothing was sent."""
+    purposes = plan["by_purpose"]
+    models = sorted({e["model"] for e in purposes.values()})
+    stored = any(e["stored"] for e in purposes.values())  # a resumed run: the stored calls are not sent again
+    priced = "cost_online" in plan
+    title = f"estimate: {plan['command']} of {plan['items']:,} items"
+    title += (f" x {plan['epochs']} epochs" if plan.get("epochs") else "") + f" with {', '.join(models)}"
+    table = Table(title=title, title_justify="left")
+    columns = ["purpose", "calls", *(["stored", "to send"] if stored else []), "prompt tok", "completion tok",
+               *(["cost", "batch cost"] if priced else [])]
+    for column in columns:
+        table.add_column(column, justify="left" if column == "purpose" else "right")
+
+    def row(name: str, e: dict[str, Any]) -> list[str]:
+        cells = [name, _range(e["calls"])]
+        if stored:
+            cells += [f"{e.get('stored', 0):,}" if "stored" in e else "", _range(e.get("to_send") or e.get("calls_to_send"))]
+        cells += [_range(e["prompt_tokens"]), _range(e["completion_tokens"])]
+        if priced:
+            cells += [_range(e.get("cost_online"), money=True), _range(e.get("cost_batch"), money=True)]
+        return cells
+
+    for purpose, e in purposes.items():
+        table.add_row(*row(purpose, e))
+    table.add_row(*row("[bold]all[/]", plan))
+    Console().print(table)
+    lines = []
+    if "elimination_rate" in plan:
+        lines.append(f"elimination rate {plan['elimination_rate']:.0%} ({plan['elimination_source']})")
+    if "time_s" in plan:
+        lo, hi = plan["time_s"]
+        lines.append(f"time {lo:,.0f} - {hi:,.0f} s at --concurrency {plan['concurrency']} "
+                     f"and {plan.get('latency_s', 0):g} s per call ({plan.get('latency_source', '')})")
+    lines.append("tokens counted with: " + ", ".join(f"{p} {t}" for p, t in plan["tokenizers"].items()))
+    lines += plan.get("notes", [])
+    for line in lines:
+        console.print(escape(line), highlight=False)
+    console.print("nothing was sent and nothing was written")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -54,6 +56,8 @@ def evolve(
     max_calls: Annotated[int | None, typer.Option(min=0, help="Stop cleanly after sending this many calls (resumable).")] = None,
     max_cost: Annotated[float | None, typer.Option(min=0.0, help="Stop cleanly once this many USD are spent (needs --prices).")] = None,
     prices: Annotated[Path | None, typer.Option(help='Price table JSON: {"MODEL or *": {"input": USD/1M tokens, "output": USD/1M tokens}}.')] = None,
+    estimate: Annotated[bool, typer.Option("--estimate", help="Print the planned calls, tokens, cost (online and batch) and time, send nothing and write nothing.")] = False,
+    latency: Annotated[float | None, typer.Option(min=0.0, help="Seconds per call for --estimate's time range (default: the mean stored in RUN_DIR; without either, no time range).")] = None,
 ) -> None:
     """Evolve seed instructions into harder ones, answer them, and eliminate failures."""
     from ..evolve import (
@@ -94,6 +98,15 @@ def evolve(
         )
     except (BackendError, ValueError) as exc:
         fail(str(exc))
+    if estimate:
+        from ..evolve.estimate import estimate_evolve
+
+        try:
+            plan = estimate_evolve(config, out, latency)
+        except (SeedError, TemplateError, StoreError, ValueError, OSError) as exc:
+            fail(str(exc))
+        display.print_estimate(plan.to_dict())
+        return
 
     progress = display.evolve_progress()
     task_id = None
@@ -124,7 +137,8 @@ def evolve(
     # BackendError includes FatalBackendError (a refused key, an unknown model, nothing listening): the run
     # stops at once with the server's message on one line (no key in it), exit 2; a rerun resumes.
     with stops_cleanly(progress, (SeedError, TemplateError, ConfigMismatch, StoreError, BackendError, ValueError)):
-        stats = run_evolve(config, out, on_step=on_step, on_start=on_start)
+        stats = run_evolve(config, out, on_step=on_step, on_start=on_start,
+                           command=shlex.join(["evolinstruct", *sys.argv[1:]]))
     if last_seen is not None:
         last_draw = 0.0
         on_step(last_seen)  # the final counts, which the redraw throttle may have skipped

@@ -11,7 +11,7 @@ from ..evolve.templates import TemplateError
 from ..models import BackendError
 from ..store import ConfigMismatch, StoreError
 from . import display
-from .console import console, stops_cleanly
+from .console import console, fail, stops_cleanly
 
 
 def score(
@@ -34,6 +34,9 @@ def score(
         "auto: on when the model's backend can guide (the in-process local backend: the embedded model is "
         "too small to follow the prompt's format unguided); off for a served model, which keeps the paper's "
         "free-text answers. on: fails in one line for a model that cannot be guided. See docs/QUALITY.md."))] = "auto",
+    estimate: Annotated[bool, typer.Option("--estimate", help="Print the planned calls, tokens, cost and time of the LLM scorers; send nothing, write nothing.")] = False,
+    prices: Annotated[Path | None, typer.Option(help="With --estimate: a price table JSON (as evolve's --prices) for the cost range.")] = None,
+    latency: Annotated[float | None, typer.Option(min=0.0, help="With --estimate: seconds per call for the time range.")] = None,
 ) -> None:
     """Score a run's records (default: --heuristics --difficulty); dataset.jsonl and stats.json get the scores."""
     from ..quality.score import ScoreOptions, run_score
@@ -43,6 +46,15 @@ def score(
         model=model, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency, max_tokens=max_tokens,
         limit=limit, include_eliminated=include_eliminated, guide=guide,
     )
+    if estimate:
+        from ..evolve.estimate import estimate_score
+
+        try:
+            plan = estimate_score(run_dir, options, prices=str(prices) if prices else None, latency=latency)
+        except (FileNotFoundError, StoreError, BackendError, TemplateError, ValueError) as exc:
+            fail(str(exc))
+        display.print_estimate(plan.to_dict())
+        return
     progress = display.score_progress()
     task_id = None
 

@@ -286,13 +286,13 @@ def _eliminated_by_epoch(run_dir: Path) -> dict[str, Counter]:
     return out
 
 
-def _run_meta(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def _run_meta(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
     """The bound config and the roles stored with the run (empty when there is no store)."""
     if not (run_dir / STORE_FILE).is_file():
-        return {}, {}
+        return {}, {}, []
     store = RunStore(run_dir, readonly=True)
     try:
-        return store.get_meta("config") or {}, store.get_meta("roles") or {}
+        return store.get_meta("config") or {}, store.get_meta("roles") or {}, store.get_meta("commands") or []
     finally:
         store.close()
 
@@ -304,7 +304,7 @@ def dataset_card(
 ) -> str:
     """README.md: the Hub's YAML metadata, then how the data was made, with the run's own numbers."""
     stats = RunDir(run_dir).read_stats()
-    config, roles = _run_meta(run_dir)
+    config, roles, run_commands = _run_meta(run_dir)
     rows = sum(s["rows"] for s in splits.values())
     name = repo_id.split("/")[-1] if repo_id else run_dir.resolve().name + (f"-{subset}" if subset else "")
     out = [_front_matter(license, rows, list(splits), name), f"# {name}", ""]
@@ -390,8 +390,10 @@ def dataset_card(
             out += _table(["reason", "removed"], [[r, n] for r, n in filters["removed_by_reason"].items()])
     if isinstance(stats.get("cost"), dict):
         out += [f"Cost of the calls: {stats['cost'].get('total')} {stats['cost'].get('currency', 'USD')}.", ""]
-    if command:
-        out += ["### Command", "", "```bash", command, "```", ""]
+    commands = [*run_commands, *([command] if command else [])]
+    if commands:
+        out += ["### Commands", "", "The run's own, then the export's:" if command and run_commands else "", "```bash",
+                *commands, "```", ""]
     out += ["## License", "", f"`{license}`, as given when exporting. Data evolved from seeds carries the seeds' "
             "terms (Alpaca's are CC BY-NC 4.0) and the generating models' terms of use.", ""]
     return "\n".join(out)

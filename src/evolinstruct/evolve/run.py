@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,10 +26,13 @@ from ..slots import PrioritySlots
 from ..store import RunStore
 from .chain import Chain, Progress, RoleCalls
 from .config import EvolveConfig
+from .estimate import Estimate, estimate_evolve, with_estimate
 from .executor import Executor, shard_of
 from .operations import parse_weights
 from .outputs import finalize
 from .templates import load_templates
+
+log = logging.getLogger(__name__)
 
 
 def count_seeds(config: EvolveConfig) -> SeedReadStats:
@@ -60,7 +64,8 @@ async def report_waits(progress: Progress, roles: RoleCalls, on_step: Callable[[
 
 
 async def _evolve_async(
-    config: EvolveConfig, run_dir: Path, on_step: Callable[[Progress], None], on_start: Callable[[int, bool], None]
+    config: EvolveConfig, run_dir: Path, on_step: Callable[[Progress], None], on_start: Callable[[int, bool], None],
+    command: str | None = None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     templates = load_templates(config.algorithm.templates)
@@ -71,6 +76,7 @@ async def _evolve_async(
     if ex.shards > 1:  # a shard finishes when its own seeds are done
         expected = sum(1 for s in read_seeds(config.source.seeds, _columns(config), config.source.limit)
                        if shard_of(s, ex.shards) == ex.shard)
+    plan = _estimate(config, run_dir)  # before the store is opened: what the run expects to send
     store = RunStore(run_dir)
     backends = Backends(config.transport)
     try:
@@ -78,6 +84,9 @@ async def _evolve_async(
         # Not bound (a run may move to other endpoints), but kept: later commands reuse the run's own
         # models and endpoints, and its exact prompts even when the template file has moved.
         store.set_meta("roles", config.roles.to_dict())
+        if command:  # the commands that made the run, for its dataset card (a resume adds only a new one)
+            commands = store.get_meta("commands") or []
+            store.set_meta("commands", commands if command in commands else [*commands, command])
         store.set_meta("template_set", templates.to_data())
         counters = CallCounters()
         prices = load_prices(config.budget.prices)
@@ -133,11 +142,23 @@ async def _evolve_async(
         if not stopped_by and stats["seeds"] != expected:
             # Never report a run as finished when a seed went missing.
             raise RuntimeError(f"internal error: {expected} seeds read but {stats['seeds']} processed")
+        if plan is not None:
+            stats = with_estimate(stats, plan)
         write_stats(run_dir, stats)
         return stats
     finally:
         await backends.aclose()
         store.close()
+
+
+def _estimate(config: EvolveConfig, run_dir: Path) -> Estimate | None:
+    """The run's estimate, kept in stats.json next to the actual numbers. A plan, not a part of the run: if it
+    cannot be made (an odd template set, say), the run goes on without it."""
+    try:
+        return estimate_evolve(config, run_dir)
+    except Exception as exc:  # noqa: BLE001 - an estimate never stops a run
+        log.warning("no estimate for this run: %s", exc)
+        return None
 
 
 # Young-generation threshold while a run is in flight. With a thousand requests in flight, CPython's
@@ -165,8 +186,11 @@ def run_evolve(
     run_dir: str | Path,
     on_step: Callable[[Progress], None] | None = None,
     on_start: Callable[[int, bool], None] | None = None,
+    command: str | None = None,
 ) -> dict[str, Any]:
+    """Run (or resume) an evolve run into `run_dir`; returns its stats. `command`: the command line that asked
+    for it, kept with the run for its dataset card."""
     with throughput_gc():
         return asyncio.run(
-            _evolve_async(config, Path(run_dir), on_step or (lambda _p: None), on_start or (lambda _n, _r: None))
+            _evolve_async(config, Path(run_dir), on_step or (lambda _p: None), on_start or (lambda _n, _r: None), command)
         )

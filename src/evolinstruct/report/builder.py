@@ -413,8 +413,30 @@ class Report:
         body = (_table(["purpose", "stored calls", "prompt tokens", "completion tokens", "tokens",
                         "cache hits (last run)", "failed (last run)"], rows, "num")
                 + charts.legend([("prompt tokens", "#94a3b8"), ("completion tokens", "#0072b2")]) + bars
-                + f'<p class="note">{cost_note} Stored calls count every call in the run store, over all resumed runs.</p>')
+                + f'<p class="note">{cost_note} Stored calls count every call in the run store, over all resumed runs.</p>'
+                + self.estimate_table())
         return _section("cost", "Calls, tokens and cost", "What the run asked of the LLMs, by purpose.", body)
+
+    def estimate_table(self) -> str:
+        """The estimate made before the last run (evolve/estimate.py) next to what that run did."""
+        vs = self.data.stats.get("estimate_vs_actual")
+        if not isinstance(vs, dict):
+            return ""
+
+        def cells(name: str, entry: dict[str, Any]) -> list[str]:
+            lo, hi = entry["estimated"]
+            mark = "yes" if entry["within"] else "<b>no</b>"
+            return [escape(name), f"{fmt_num(lo)} - {fmt_num(hi)}", fmt_num(entry["actual"]), mark]
+
+        rows = [cells(f"{purpose} calls", e) for purpose, e in sorted((vs.get("by_purpose") or {}).items())]
+        rows += [cells(name.replace("_", " "), vs[name]) for name in ("calls", "prompt_tokens", "completion_tokens")
+                 if isinstance(vs.get(name), dict)]
+        estimate = self.data.stats.get("estimate") or {}
+        source = estimate.get("elimination_source", "")
+        note = (f"Estimated before the last run, with nothing sent (<code>evolve --estimate</code> prints the same). "
+                f"Elimination rate used: {escape(source)}." if source else "")
+        return ("<h3>Estimate and actual (last run)</h3>"
+                + _table(["", "estimated", "actual", "within"], rows, "num") + f'<p class="note">{note}</p>')
 
     def evaluations(self) -> str:
         lead = "Models trained on this data, compared on evaluation sets."

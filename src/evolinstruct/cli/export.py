@@ -18,7 +18,7 @@ def export_cmd(
     out: Annotated[Path | None, typer.Option("-o", "--out", help="Output JSONL file (default export.jsonl), or the directory for -f hf.")] = None,
     subset: Annotated[str | None, typer.Option(help="Export RUN_DIR/filtered/NAME (written by `evolinstruct filter`) instead of the run's dataset.")] = None,
     test_size: Annotated[float, typer.Option(min=0.0, max=0.99, help="-f hf: share of rows held out as split 'test', whole lineages.")] = 0.0,
-    license_id: Annotated[str, typer.Option("--license", help="-f hf: the dataset card's license id (e.g. cc-by-nc-4.0 for Alpaca-derived data, apache-2.0, other).")] = "other",
+    license_id: Annotated[str, typer.Option("--license", help="-f hf: the dataset card's license id (e.g. cc-by-nc-4.0 for Alpaca-derived data, apache-2.0, other; default unknown).")] = "unknown",
     seed: Annotated[int, typer.Option(help="-f hf: seed of the test split.")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="-f hf: replace README.md and data/ in a non-empty directory.")] = False,
     push_to_hub: Annotated[str | None, typer.Option(help="-f hf: then upload the directory as this Hub dataset repo (needs the [hub] extra and a token: HF_TOKEN or `hf auth login`).")] = None,

@@ -22,10 +22,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from evolinstruct.calls import BudgetExhausted
+from evolinstruct.cli import app
+from evolinstruct.evaluate.runner import EvalConfig, run_eval
 from evolinstruct.evolve.config import Algorithm, BudgetConfig, EvolveConfig, Roles, Source
 from evolinstruct.evolve.estimate import (
+    DEFAULT_ANSWER_TOKENS,
     DEFAULT_ELIMINATION_RATE,
+    estimate_eval,
     estimate_evolve,
     estimate_score,
     estimate_vs_actual,
@@ -34,6 +40,7 @@ from evolinstruct.evolve.estimate import (
 from evolinstruct.evolve.run import run_evolve
 from evolinstruct.models.base import ModelSpec, Transport
 from evolinstruct.quality.score.run import ScoreOptions
+from evolinstruct.store import RunStore
 from scripted import on, write_seeds
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -206,6 +213,117 @@ def test_estimate_vs_actual_flags_misses() -> None:
     assert out["calls"] == {"estimated": [10, 20], "actual": 25, "within": False}
     assert out["by_purpose"]["evolve"]["within"] is True
     assert out["cost"]["within"] is True and out["seconds"]["within"] is False
+
+
+# ------------------------------------------------------------------------------------------ eval
+DATA = ROOT.parent / "shared" / "data"
+needs_data = pytest.mark.skipif(not (DATA / "eval").is_dir(), reason="needs ../shared/data")
+
+
+@pytest.fixture
+def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Building any backend, the local one, or converting the embedded checkpoint fails the test."""
+    from evolinstruct.models import embedded, local, registry
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("the estimate built a backend or loaded the embedded model")
+
+    monkeypatch.setattr(registry, "build", refuse)
+    monkeypatch.setattr(local.LocalBackend, "__init__", refuse)
+    monkeypatch.setattr(embedded, "embedded_checkpoint", refuse)
+
+
+def _eval_config(testset: str = "wizardlm", limit: int | None = 12, spec: ModelSpec | None = None, **kw) -> EvalConfig:
+    roles = {"model": spec, "reference": spec, "judge": spec} if spec is not None else {}
+    return EvalConfig(testset=testset, limit=limit, data_dir=str(DATA), bootstrap=20, **roles, **kw)
+
+
+@needs_data
+def test_eval_estimate_from_the_cli_sends_nothing_writes_nothing_loads_nothing(
+    tmp_path: Path, no_network, no_model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(app, ["eval", "--estimate", "--testset", "wizardlm", "--limit", "12",
+                                      "--data-dir", str(DATA), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "nothing was sent" in result.output and "eval_judge" in result.output
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    # With a served judge and prices: a cost range, online and batch.
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"gpt-4": {"input": 30, "output": 60}, "*": {"input": 0, "output": 0}}))
+    result = CliRunner().invoke(app, ["eval", "--estimate", "--limit", "12", "--data-dir", str(DATA), "-o", str(out),
+                                      "--judge-backend", "openai", "--judge", "gpt-4", "--prices", str(prices),
+                                      "--latency", "2"])
+    assert result.exit_code == 0, result.output
+    assert "$" in result.output and "time" in result.output
+    assert [p.name for p in tmp_path.iterdir()] == ["prices.json"]
+
+
+@needs_data
+def test_eval_estimate_counts_the_calls_of_a_fresh_eval(tmp_path: Path, no_network, no_model) -> None:
+    swap = estimate_eval(_eval_config(), tmp_path / "eval")
+    assert swap.calls == {"eval_answer": (12, 12), "eval_reference": (12, 12), "eval_judge": (24, 24)}
+    assert swap.total_calls == (12 * (1 + 1 + 2),) * 2 and swap.calls_to_send == swap.total_calls
+    assert swap.items == 12 and swap.command == "eval" and swap.store_matches is None
+    assert swap.chain_calls == (3, 3)  # answers in parallel, then two verdicts in a row
+    # The embedded roles' ceilings: 256 answer tokens, 64 verdict tokens; the low end of an answer is the guess.
+    assert swap.by_purpose["eval_answer"].completion_per_call == (DEFAULT_ANSWER_TOKENS, 256)
+    assert swap.by_purpose["eval_judge"].completion_per_call == (64, 64)
+    judge = swap.by_purpose["eval_judge"].prompt_tokens
+    assert judge[1] - judge[0] == pytest.approx(24 * 2 * (256 - DEFAULT_ANSWER_TOKENS))  # the unknown answers
+    assert not (tmp_path / "eval").exists()
+
+    alternate = estimate_eval(_eval_config(position="alternate"), tmp_path / "eval")
+    assert alternate.total_calls == (12 * 3,) * 2 and alternate.calls["eval_judge"] == (12, 12)
+
+    mtbench = estimate_eval(_eval_config("mtbench", limit=10), None, latency=1.0)
+    assert mtbench.calls == {"eval_answer": (20, 20), "eval_reference": (20, 20), "eval_judge": (40, 40)}
+    assert mtbench.chain_calls == (2 + 4, 2 + 4)
+    assert mtbench.time_s == (6.0, 6.0)  # 80 calls / 32 in flight x 1 s is less than one question's 6 in a row
+    # A served model: its own max tokens (2048 by default) and the tokenizer it has here (characters / 4 at least).
+    served = ModelSpec(backend="openai", model="gpt-4o-mini")
+    paper = estimate_eval(_eval_config(spec=served, limit=None), None)
+    assert paper.total_calls == (218 * 4,) * 2
+    assert paper.by_purpose["eval_answer"].completion_per_call[1] == 2048
+    assert paper.by_purpose["eval_judge"].completion_per_call == (100, 1024)
+
+
+@needs_data
+@pytest.mark.parametrize("testset", ["wizardlm", "mtbench"])
+def test_eval_estimate_of_a_stored_run_is_exact(tmp_path: Path, scripted, testset: str) -> None:
+    """A run stopped by --max-calls, estimated from its store: the calls to send are the calls the rerun
+    sends (second turns and verdicts built on stored answers are looked up too); then nothing is left."""
+    scripted()
+    spec = ModelSpec(backend="scripted", model="s")
+    out = tmp_path / "eval"
+    with pytest.raises(BudgetExhausted):
+        run_eval(_eval_config(testset, limit=6, spec=spec, max_calls=17), out)
+    config = _eval_config(testset, limit=6, spec=spec)
+    middle = estimate_eval(config, out)
+    assert middle.store_matches is True
+    store = RunStore(out, readonly=True)
+    stored = {p: t["calls"] for p, t in store.call_totals().items()}
+    store.close()
+    assert 0 < sum(stored.values()) <= 17
+    assert {p: e.stored for p, e in middle.by_purpose.items() if e.stored} == stored
+    assert middle.total_calls == ((6 * 8,) * 2 if testset == "mtbench" else (6 * 4,) * 2)
+    results = run_eval(config, out)
+    assert middle.calls_to_send == (results["calls"]["sent"],) * 2
+    for purpose, e in middle.by_purpose.items():
+        assert e.to_send == (results["calls"]["by_purpose"]["sent"].get(purpose, 0),) * 2
+
+    done = estimate_eval(config, out)
+    assert done.calls_to_send == (0, 0) and done.chain_calls == (0, 0)
+    assert "measured" in done.latency_source and "results.json" in done.latency_source
+    assert done.by_purpose["eval_answer"].completion_source.startswith("low: observed mean")
+    # A larger limit reuses every stored call: only the new questions are to send.
+    more = estimate_eval(_eval_config(testset, limit=8, spec=spec), out)
+    assert more.calls_to_send == ((2 * 8,) * 2 if testset == "mtbench" else (2 * 4,) * 2)
+    # Other settings: `eval` would refuse the directory, so nothing counts as stored.
+    other = estimate_eval(_eval_config(testset, limit=6, spec=spec, seed=7), out)
+    assert other.store_matches is False and other.calls_to_send == other.total_calls
+    assert any("other settings" in n for n in other.notes)
 
 
 # ------------------------------------------------------------------------------------------ slow: a real server

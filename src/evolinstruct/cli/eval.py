@@ -70,6 +70,9 @@ def eval_main(
     request_timeout: Annotated[float, typer.Option(help="Seconds before one HTTP request times out and is retried.")] = 600.0,
     max_retries: Annotated[int, typer.Option(min=0, help="Retries on 429, 5xx, timeouts and resets.")] = 6,
     max_calls: Annotated[int | None, typer.Option(min=0, help="Stop after sending this many calls (rerun to continue).")] = None,
+    estimate: Annotated[bool, typer.Option("--estimate", help="Print the planned calls by purpose, tokens, cost (online and batch) and time; send nothing, write nothing (EVAL_DIR is not created; a stored run in it is read).")] = False,
+    prices: Annotated[Path | None, typer.Option(help='With --estimate: a price table JSON, {"MODEL or *": {"input": USD/1M tokens, "output": USD/1M tokens}}, for the cost range.')] = None,
+    latency: Annotated[float | None, typer.Option(min=0.0, help="With --estimate: seconds per call for the time range (default: the last run's throughput in EVAL_DIR; without either, no time range).")] = None,
 ) -> None:
     """Answer a test set with the model and the reference, judge each pair, and report capacity per skill.
 
@@ -77,7 +80,7 @@ def eval_main(
     """
     if ctx.invoked_subcommand is not None:
         return
-    if out is None:
+    if out is None and not estimate:
         fail("missing option -o / --out EVAL_DIR")
     from ..calls import BudgetExhausted
     from ..evaluate.runner import POSITIONS, EvalConfig, run_eval
@@ -102,6 +105,16 @@ def eval_main(
         config.guided()  # a bad --judge-guide fails here, before EVAL_DIR is created
     except ValueError as exc:
         fail(str(exc))
+    if estimate:
+        from ..evolve.estimate import estimate_eval
+
+        try:
+            plan = estimate_eval(config, out, prices=str(prices) if prices else None, latency=latency)
+        except (TestsetError, StoreError, BackendError, ValueError, OSError) as exc:
+            fail(str(exc))
+        display.print_estimate(plan.to_dict())
+        return
+    assert out is not None
     progress = display.eval_progress()
     task_id = None
 

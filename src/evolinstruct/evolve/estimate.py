@@ -2,7 +2,8 @@
 
 Nothing is sent and nothing is written: the seeds are read, the real prompts are rendered with the run's
 template set and counted, and a RUN_DIR that already holds a store is read (read-only) for what it has
-observed. `estimate_evolve` plans an evolve run, `estimate_score` a score run. docs/EXPORT.md
+observed. `estimate_evolve` plans an evolve run, `estimate_score` a score run, `estimate_eval` an eval run
+(its own rules are in its docstring). docs/EXPORT.md
 ("--estimate") explains every number; in short:
 
 Calls, for N seeds and E epochs (one chain per seed, one evolution per chain per epoch):
@@ -38,15 +39,16 @@ concurrency). Calls already in the store are replayed, not sent: tokens, cost an
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..calls import load_prices
-from ..models.base import ModelSpec, capabilities
+from ..models.base import ModelSpec, Request, capabilities
 from ..models.registry import backend_class
 from ..models.spec import is_embedded
 from ..records import file_digest, join_input, seed_record_id
@@ -58,6 +60,9 @@ from .executor import shard_of
 from .operations import choose_data_format, choose_operation, parse_weights
 from .rules import COPIED_PROMPT, EMPTY, NO_INFORMATION_GAIN, TRUNCATED, rule_set
 from .templates import TemplateSet, load_templates
+
+if TYPE_CHECKING:
+    from ..evaluate.runner import EvalConfig
 
 EVOLVE_PURPOSES = ("answer", "evolve", "equality")
 # The share of evolutions assumed eliminated when the store has observed none. The issue that asked for the
@@ -431,7 +436,7 @@ def _time(to_send: Range, chain_calls: Range, concurrency: int, latency: float) 
 
 
 def _finish(est: Estimate, prices_path: str | None, latency: float | None, seen: Observed | None,
-            purposes: tuple[str, ...], started: float) -> Estimate:
+            purposes: tuple[str, ...], started: float, measured_over: str = "the store's") -> Estimate:
     prices = load_prices(prices_path)
     if prices:
         est.batch_source = _apply_prices(est.by_purpose.values(), prices, est.notes)
@@ -441,7 +446,7 @@ def _finish(est: Estimate, prices_path: str | None, latency: float | None, seen:
         est.time_s = _time(to_send, est.chain_calls, est.concurrency, latency)
     elif seen is not None and seen.seconds_total > 0 and sum(seen.stored.get(p, 0) for p in purposes) > 0:
         rate = sum(seen.stored.get(p, 0) for p in purposes) / seen.seconds_total
-        est.latency_source = (f"measured: {rate:.2f} calls/s over the store's {seen.seconds_total:.0f} s "
+        est.latency_source = (f"measured: {rate:.2f} calls/s over {measured_over} {seen.seconds_total:.0f} s "
                               "(that run's throughput at its own concurrency)")
         est.time_s = (to_send[0] / rate, to_send[1] / rate)
     else:
@@ -721,6 +726,244 @@ def estimate_score(
         est.notes.append("heuristics need no call")
     seen = Observed(stored={p: t["calls"] for p, t in totals.items()}, seconds_total=seconds_total)
     return _finish(est, prices, latency, seen, tuple(by_purpose), started)
+
+
+# ------------------------------------------------------------------------------------------ eval
+EVAL_PURPOSES = ("eval_answer", "eval_reference", "eval_judge")
+EVAL_ROLE_PURPOSE = {"model": "eval_answer", "reference": "eval_reference", "judge": "eval_judge"}
+# A verdict's length when the store has observed none: the scores line and a few sentences of explanation
+# (FastChat's reviewer and MT-Bench's grader both ask for an explanation). Capped by the judge's max tokens.
+DEFAULT_VERDICT_TOKENS = 100.0
+
+
+def _offline_counter(spec: ModelSpec) -> TokenCount:
+    """`counter_for`, except that the embedded model's tokenizer counts only when its converted checkpoint
+    is already on this machine: `counter_for` would convert it first (loading the model), which an
+    estimate never does. Otherwise characters / 4."""
+    if not is_embedded(spec):
+        return counter_for(spec)
+    from ..models.embedded import EMBEDDED_ID, cache_dir
+
+    path = cache_dir() / "models" / EMBEDDED_ID / "tokenizer.json"
+    try:
+        if path.is_file():
+            return FileCounter(path, EMBEDDED_ID)
+    except Exception:  # an unreadable tokenizer file: the approximation still counts
+        pass
+    return CharCounter()
+
+
+def _message_tokens(counter: TokenCount, messages: list[dict[str, str]]) -> float:
+    return sum(counter.count(m["content"]) for m in messages) + overhead(len(messages))
+
+
+@dataclass(slots=True)
+class _EvalCalls:
+    """One purpose's planned calls: all of them, those the store answers, and the rest's tokens."""
+
+    calls: int = 0
+    stored: int = 0
+    prompt: Range = (0.0, 0.0)
+    completion: Range = (0.0, 0.0)
+    ceilings: float = 0.0  # the max tokens of every planned call, summed (for the per-call ceiling)
+
+    def add(self, stored: bool, prompt: Range, low: float, ceiling: int) -> None:
+        self.calls += 1
+        self.ceilings += ceiling
+        if stored:
+            self.stored += 1
+            return
+        self.prompt = (self.prompt[0] + prompt[0], self.prompt[1] + prompt[1])
+        self.completion = (self.completion[0] + min(low, ceiling), self.completion[1] + ceiling)
+
+
+def estimate_eval(
+    config: EvalConfig,
+    out_dir: str | Path | None = None,
+    prices: str | None = None,
+    latency: float | None = None,
+) -> Estimate:
+    """Plan `evolinstruct eval` with `config` (evaluate.runner.EvalConfig) into EVAL_DIR `out_dir`.
+
+    The questions are chosen as the run chooses them (`load_testset`, `spread_over_skills`) and every
+    request is built as `Evaluation` builds it (its sampling, max tokens, judge prompts and guide):
+    - calls, exactly: per question one answer per turn from the model and from the reference (MT-Bench:
+      both turns, the second seeing the first answer), then pairwise 2 judge calls with `--position swap`
+      or 1 with `alternate`; MT-Bench one grading call per turn and side (2 turns x 2 sides);
+    - stored: when EVAL_DIR/run.sqlite holds a run of these settings (read-only; `eval` refuses any other),
+      each request's key is looked up as `CachedLLM` looks it up; a stored answer is read back, so the
+      requests built on it (its second turn, its verdicts) are known and looked up too. Those calls are
+      replayed, not sent: tokens, cost and time count the rest;
+    - prompt tokens: the rendered prompts, counted with each role's tokenizer (`counter_for`; the embedded
+      model's only when its converted checkpoint is here: nothing is converted or loaded), else characters
+      / 4. An answer not written yet counts, inside a later prompt (a judge prompt, a second turn), as its
+      low completion length at the low end and its max tokens at the high end;
+    - completion tokens per call: high = the call's max tokens (`answer_sampling` / `judge_sampling`);
+      low = the store's observed mean for the purpose, else DEFAULT_ANSWER_TOKENS (answers) and
+      DEFAULT_VERDICT_TOKENS (verdicts), never above the max tokens;
+    - time: calls / concurrency x latency, never less than one question's calls in a row (its answer turns,
+      model and reference in parallel, then its judge calls one after the other) x latency; without a
+      latency, the throughput of the last run into EVAL_DIR (results.json: calls sent over its seconds).
+    """
+    from ..evaluate.parsing import PAIR_HEAD, RATING_HEAD
+    from ..evaluate.prompts import judge_category, mtbench_judge_messages
+    from ..evaluate.runner import MTBENCH_JUDGE, RESULTS, Evaluation, spread_over_skills
+    from ..evaluate.testsets import BUILTIN, data_file, load_testset
+    from ..store import call_key
+
+    started = time.perf_counter()
+    kind, items = load_testset(config.testset, config.data_dir, None)
+    items = spread_over_skills(items, config.limit)
+    testset_file = data_file(BUILTIN[config.testset], config.data_dir) if config.testset in BUILTIN else config.testset
+    bound = config.bound(file_digest(str(testset_file)))
+    plan = Evaluation(config, kind, {}, lambda _p: None)  # its sampling and prompts; no role, no backend
+    specs: dict[str, ModelSpec] = {"model": config.model, "reference": config.reference, "judge": config.judge}
+    shared: dict[tuple[Any, ...], TokenCount] = {}
+    counters: dict[str, TokenCount] = {}
+    for role, spec in specs.items():
+        key = (spec.backend, spec.model)
+        if key not in shared:
+            shared[key] = _offline_counter(spec)
+        counters[role] = shared[key]
+    names = {role: stored_model_name(spec) for role, spec in specs.items()}  # the models calls are keyed by
+
+    out = Path(out_dir) if out_dir is not None else None
+    notes: list[str] = []
+    store = RunStore(out, readonly=True) if out is not None and (out / STORE_FILE).is_file() else None
+    matches: bool | None = None
+    totals: dict[str, dict[str, int]] = {}
+    planned: dict[str, _EvalCalls] = {p: _EvalCalls() for p in EVAL_PURPOSES}
+    seen_keys: set[str] = set()
+    chain = 0
+    try:
+        if store is not None:
+            matches = store.get_meta("config") == bound
+            totals = store.call_totals()
+            if not matches:
+                notes.append(f"{out} holds an evaluation with other settings (`eval` would refuse it): "
+                             "none of its calls is counted as stored")
+
+        low: dict[str, float] = {}
+        why: dict[str, str] = {}
+        for role, fallback in (("model", DEFAULT_ANSWER_TOKENS), ("reference", DEFAULT_ANSWER_TOKENS),
+                               ("judge", DEFAULT_VERDICT_TOKENS)):
+            observed = totals.get(EVAL_ROLE_PURPOSE[role])
+            if observed and observed["calls"]:
+                low[role] = observed["completion_tokens"] / observed["calls"]
+                why[role] = f"observed mean of {observed['calls']} stored calls"
+            else:
+                low[role], why[role] = fallback, f"assumed {fallback:.0f}"
+
+        def lookup(role: str, request: Request | None) -> tuple[bool, str | None]:
+            """(a call to plan?, the stored answer). A request identical to one planned already is the
+            same call (CachedLLM sends it once); None: built on an answer not written yet."""
+            if request is None:
+                return True, None
+            key = call_key(names[role], request)
+            if key in seen_keys:
+                return False, None
+            seen_keys.add(key)
+            if store is None or not matches:
+                return True, None
+            hit = store.cached(key)
+            return True, (hit.text if hit is not None and hit.text else None)
+
+        for item in items:
+            answers: dict[str, list[str | None]] = {}
+            unknown: dict[str, list[Range]] = {}  # per answer: its tokens inside later prompts (0 when known)
+            in_a_row = 0
+            for role in ("model", "reference"):
+                purpose, counter = EVAL_ROLE_PURPOSE[role], counters[role]
+                turns = item.turns if kind == "mtbench" else item.turns[:1]
+                messages: list[dict[str, str]] = []
+                pending: Range = (0.0, 0.0)
+                texts: list[str | None] = []
+                gaps: list[Range] = []
+                to_send = 0
+                for turn, question in enumerate(turns):
+                    messages = [*messages, {"role": "user", "content": question}]
+                    sampling = plan.answer_sampling(item, role, turn)
+                    exact = all(t is not None for t in texts)
+                    new, text = lookup(role, Request(messages, sampling) if exact else None)
+                    text = text.strip() if text is not None else None
+                    if new:
+                        base = _message_tokens(counter, messages)
+                        planned[purpose].add(text is not None, (base + pending[0], base + pending[1]), low[role],
+                                             sampling.max_tokens)
+                        to_send += text is None
+                    gap = (0.0, 0.0) if text is not None else (min(low[role], sampling.max_tokens), float(sampling.max_tokens))
+                    texts.append(text)
+                    gaps.append(gap)
+                    pending = (pending[0] + gap[0], pending[1] + gap[1])
+                    messages = [*messages, {"role": "assistant", "content": text or ""}]
+                answers[role], unknown[role] = texts, gaps
+                in_a_row = max(in_a_row, to_send)
+
+            judge_requests: list[tuple[list[dict[str, str]], Any, str | None, Range, bool]] = []
+            if kind == "pairwise":
+                prompt = plan.pair_prompts[judge_category(item.skill)]
+                orders = [True, False] if config.position == "swap" else [item.position % 2 == 1]
+                model_answer, reference_answer = answers["model"][0], answers["reference"][0]
+                gap = _sum([unknown["model"][0], unknown["reference"][0]])
+                for model_first in orders:
+                    first, second = (model_answer, reference_answer) if model_first else (reference_answer, model_answer)
+                    sampling = plan.judge_sampling(prompt.temperature, prompt.max_tokens, item.id,
+                                                   "model_first" if model_first else "model_second")
+                    judge_requests.append((prompt.messages(item.question, first or "", second or ""), sampling,
+                                           PAIR_HEAD if plan.guided else None, gap,
+                                           model_answer is not None and reference_answer is not None))
+            else:
+                for turn in range(min(2, len(item.turns))):
+                    for role in ("model", "reference"):
+                        texts = answers[role]
+                        _name, messages = mtbench_judge_messages(plan.single_prompts, item, [t or "" for t in texts], turn)
+                        sampling = plan.judge_sampling(MTBENCH_JUDGE["temperature"], MTBENCH_JUDGE["max_tokens"],
+                                                       item.id, role, turn)
+                        judge_requests.append((messages, sampling, RATING_HEAD if plan.guided else None,
+                                               _sum(unknown[role][: turn + 1]),
+                                               all(t is not None for t in texts[: turn + 1])))
+            for messages, sampling, guide, gap, exact in judge_requests:
+                new, text = lookup("judge", Request(messages, sampling, guide=guide) if exact else None)
+                if new:
+                    base = _message_tokens(counters["judge"], messages)
+                    planned["eval_judge"].add(text is not None, (base + gap[0], base + gap[1]), low["judge"],
+                                              sampling.max_tokens)
+                    in_a_row += text is None
+            chain = max(chain, in_a_row)
+    finally:
+        if store is not None:
+            store.close()
+
+    by_purpose: dict[str, PurposeEstimate] = {}
+    for role, purpose in EVAL_ROLE_PURPOSE.items():
+        p = planned[purpose]
+        send = float(p.calls - p.stored)
+        est = PurposeEstimate(purpose, names[role], (float(p.calls), float(p.calls)), stored=p.stored,
+                              to_send=(send, send), prompt_tokens=p.prompt, completion_tokens=p.completion)
+        ceiling = p.ceilings / p.calls if p.calls else 0.0
+        est.completion_per_call = (p.completion[0] / send, p.completion[1] / send) if send else (min(low[role], ceiling), ceiling)
+        est.completion_source = f"low: {why[role]}; high: the max tokens"
+        by_purpose[purpose] = est
+    est = Estimate(command="eval", items=len(items), epochs=0, by_purpose=by_purpose, concurrency=config.concurrency,
+                   tokenizers={EVAL_ROLE_PURPOSE[role]: c.name for role, c in counters.items()},
+                   chain_calls=(float(chain), float(chain)), store_matches=matches, notes=notes)
+    if est.calls_to_send[1] > 0:
+        notes.append("answers not written yet count inside the judge prompts (and second turns) at their low "
+                     "completion length (low end) and their max tokens (high end)")
+    if any(c.name == CharCounter.name for c in counters.values()):
+        notes.append(f"prompt tokens approximated as characters / {CHARS_PER_TOKEN:g} where no tokenizer is on this machine")
+
+    # The last run's throughput (results.json: the calls it sent over its seconds), when there was one.
+    seen = None
+    if out is not None and latency is None and (out / RESULTS).is_file():
+        try:
+            last = json.loads((out / RESULTS).read_text(encoding="utf-8"))
+            sent, seconds = int(last["calls"]["sent"]), float(last["seconds"])
+        except (OSError, ValueError, KeyError, TypeError):
+            sent, seconds = 0, 0.0
+        if sent > 0 and seconds > 0:
+            seen = Observed(stored={"sent": sent}, seconds_total=seconds)
+    return _finish(est, prices, latency, seen, ("sent",), started, measured_over=f"the last run's ({RESULTS})")
 
 
 # ------------------------------------------------------------------------------------------ after the run

@@ -30,7 +30,7 @@ from ..models.base import Request, Result, Sampling
 from ..records import Record, Seed, child_record_id, join_input, request_seed, seed_record_id
 from .config import EvolveConfig
 from .operations import choose_data_format, choose_operation
-from .rules import RuleSet, Verdict, check_equality, rule_set, truncation
+from .rules import CHAT, RuleSet, Verdict, check_equality, truncation
 from .templates import TemplateSet
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class Chain:
         self.weights = weights
         self.roles = roles
         self.commit = commit
-        self.rules = rules or rule_set(config.algorithm.task)
+        self.rules = rules or CHAT  # the task's rules (tasks/), given by run.py
         self.progress = Progress()
         self.on_step = on_step or (lambda _p: None)
 
@@ -217,7 +217,13 @@ class Chain:
             return fail("answer", answered)
         child.output = answered.text
         dropped = self._truncated_answer(child, answered)  # marks the record either way
-        verdict = self.rules.check_response(child.output) or dropped
+        verdict = self.rules.check_response(child.output) or dropped or await self.check_answer(child, epoch)
         if verdict:
             return eliminate(verdict.reason, verdict.evidence)
         return child
+
+    async def check_answer(self, record: Record, epoch: int) -> Verdict | None:
+        """A chain variant's own check of a kept evolution's answer, after the task's rules (the code task
+        runs the code, the math task asks for more answers and wants a majority). It may add evidence to
+        `record.meta`; the plain chain has none."""
+        return None

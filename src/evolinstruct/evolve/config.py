@@ -41,11 +41,12 @@ class Algorithm:
 
     epochs: int = 4
     seed: int = 0
-    templates: str = "paper"
+    templates: str | None = None  # a set's name or file; None: the task's own (the paper's for chat)
     op_weights: str | None = None
     seed_responses: str = "generate"  # generate: answer seeds (the paper); keep: keep the seed file's outputs
     equality_check: bool = True
-    task: str = "chat"  # which rule list (evolve/rules.py RULE_SETS)
+    task: str = "chat"  # what kind of data: its templates, rules and chain (evolve/tasks/)
+    task_options: dict[str, Any] = field(default_factory=dict)  # the task's own settings (e.g. exec_check)
     # A response cut off at max_tokens: kept and marked "truncated": true (default), or eliminated as
     # truncated_answer (then its evolution's parent stays in the pool, as for any elimination).
     drop_truncated: bool = False
@@ -55,6 +56,20 @@ class Algorithm:
             raise ValueError("--epochs must be 1 or more")
         if self.seed_responses not in SEED_RESPONSES:
             raise ValueError(f"--seed-responses must be {' or '.join(SEED_RESPONSES)}")
+        from .tasks import get_task
+
+        known = get_task(self.task).options  # an unknown task is refused here, with the choices
+        unknown = sorted(set(self.task_options) - set(known))
+        if unknown:
+            raise ValueError(f"task '{self.task}' has no option {', '.join(unknown)}"
+                             + (f" (it has: {', '.join(known)})" if known else ""))
+
+    @property
+    def template_set(self) -> str:
+        """The template set to load: the one given, else the task's."""
+        from .tasks import get_task
+
+        return self.templates or get_task(self.task).templates
 
 
 @dataclass(slots=True)
@@ -157,6 +172,8 @@ class EvolveConfig:
         }
         if a.task != "chat":
             data["task"] = a.task
+        if a.task_options:
+            data["task_options"] = dict(sorted(a.task_options.items()))
         if a.drop_truncated:
             data["drop_truncated"] = True
         if self.executor.shards > 1:

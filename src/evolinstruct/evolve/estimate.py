@@ -58,7 +58,8 @@ from ..store import RunStore
 from .config import EvolveConfig
 from .executor import shard_of
 from .operations import choose_data_format, choose_operation, parse_weights
-from .rules import COPIED_PROMPT, EMPTY, NO_INFORMATION_GAIN, TRUNCATED, rule_set
+from .rules import COPIED_PROMPT, EMPTY, NO_INFORMATION_GAIN, TRUNCATED
+from .tasks import get_task
 from .templates import TemplateSet, load_templates
 
 if TYPE_CHECKING:
@@ -482,9 +483,9 @@ def estimate_evolve(
     """Plan an evolve run of `config` (into `run_dir`, whose store, if any, is read for observations)."""
     started = time.perf_counter()
     a, s, p, roles = config.algorithm, config.source, config.sampling, config.roles
-    templates = load_templates(a.templates)
+    templates = load_templates(a.template_set)
     weights = parse_weights(a.op_weights, templates)
-    judge_on = a.equality_check and rule_set(a.task).equality
+    judge_on = a.equality_check and get_task(a.task).rules(config).equality
     specs = {"answer": roles.answer, "evolve": roles.evolver, "equality": roles.equality}
     counters: dict[tuple[Any, ...], TokenCount] = {}
     role_counter: dict[str, TokenCount] = {}

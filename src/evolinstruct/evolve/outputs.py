@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ..records import Record
@@ -118,14 +118,26 @@ class Tally:
         return stats
 
 
-def finalize(store: RunStore, epochs: int, extra: dict[str, Any]) -> dict[str, Any]:
+def finalize(store: RunStore, epochs: int, extra: dict[str, Any], task_tally: Any = None) -> dict[str, Any]:
     """Write the output files and compute the stats in one streaming read of the store.
 
-    Stats come from the store, so they are right however many times the run was interrupted.
+    Stats come from the store, so they are right however many times the run was interrupted. A task's own
+    tally (tasks/: sandbox outcomes, answer agreement, ...) sees the same records and fills stats `task`.
     """
     tally = Tally()
-    files = write_outputs(store, tally.tap(store.iter_records()))
+    records = tally.tap(store.iter_records())
+    if task_tally is not None:
+        records = _also(records, task_tally.add)
+    files = write_outputs(store, records)
     stats = tally.stats(store, epochs, {**extra, "files": files})
+    if task_tally is not None:
+        stats["task"] = task_tally.stats()
     if summary := store.score_summary():  # keep what `evolinstruct score` added when a run is resumed
         stats["scores"] = summary
     return stats
+
+
+def _also(records: Iterable[Record], add: Callable[[Record], None]) -> Iterator[Record]:
+    for record in records:
+        add(record)
+        yield record

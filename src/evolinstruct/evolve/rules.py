@@ -187,13 +187,6 @@ class RuleSet:
 
 
 CHAT = RuleSet("chat", (empty_evolution, copied_prompt_words), (sorry_short_response, punctuation_stopwords_only))
-RULE_SETS = {rules.name: rules for rules in (CHAT,)}
-
-
-def rule_set(task: str) -> RuleSet:
-    if task not in RULE_SETS:
-        raise ValueError(f"unknown task '{task}' (choose {', '.join(RULE_SETS)})")
-    return RULE_SETS[task]
 
 
 # The chat task's checks, by the names the paper's rules are known under.

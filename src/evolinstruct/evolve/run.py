@@ -30,6 +30,7 @@ from .estimate import Estimate, estimate_evolve, with_estimate
 from .executor import Executor, shard_of
 from .operations import parse_weights
 from .outputs import finalize
+from .tasks import chain_class, get_task
 from .templates import load_templates
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ async def _evolve_async(
     command: str | None = None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
-    templates = load_templates(config.algorithm.templates)
+    templates = load_templates(config.algorithm.template_set)
     weights = parse_weights(config.algorithm.op_weights, templates)
     seed_stats = count_seeds(config)
     ex = config.executor
@@ -99,7 +100,9 @@ async def _evolve_async(
         roles = RoleCalls(evolver=role(config.roles.evolver), responder=role(config.roles.answer),
                       judge=role(config.roles.equality))
         on_start(expected, resumed)
-        chain = Chain(config, templates, weights, roles, commit=store.save_step, on_step=on_step)
+        task = get_task(config.algorithm.task)
+        chain = (chain_class(task) or Chain)(config, templates, weights, roles, commit=store.save_step,
+                                              on_step=on_step, rules=task.rules(config))
         executor = Executor(config.transport.concurrency, ex.max_chains, ex.shard, ex.shards)
         waits = asyncio.create_task(report_waits(chain.progress, roles, on_step))
         try:
@@ -138,7 +141,7 @@ async def _evolve_async(
                 "total": round(sum(price_of(prices, m, p, c) for m, (p, c) in by_model.items()), 6),
                 "currency": "USD",
             }
-        stats = finalize(store, config.algorithm.epochs, extra)
+        stats = finalize(store, config.algorithm.epochs, extra, task.tally() if task.tally else None)
         if not stopped_by and stats["seeds"] != expected:
             # Never report a run as finished when a seed went missing.
             raise RuntimeError(f"internal error: {expected} seeds read but {stats['seeds']} processed")

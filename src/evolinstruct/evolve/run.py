@@ -70,7 +70,10 @@ async def _evolve_async(
 ) -> dict[str, Any]:
     started = time.perf_counter()
     templates = load_templates(config.algorithm.template_set)
-    weights = parse_weights(config.algorithm.op_weights, templates)
+    task = get_task(config.algorithm.task)
+    # The task's default weights apply to its own template set only (another set has other operations).
+    weights = parse_weights(config.algorithm.op_weights or (task.op_weights if templates.name == task.templates else None),
+                            templates)
     seed_stats = count_seeds(config)
     ex = config.executor
     expected = seed_stats.read
@@ -100,7 +103,6 @@ async def _evolve_async(
         roles = RoleCalls(evolver=role(config.roles.evolver), responder=role(config.roles.answer),
                       judge=role(config.roles.equality))
         on_start(expected, resumed)
-        task = get_task(config.algorithm.task)
         chain = (chain_class(task) or Chain)(config, templates, weights, roles, commit=store.save_step,
                                               on_step=on_step, rules=task.rules(config))
         executor = Executor(config.transport.concurrency, ex.max_chains, ex.shard, ex.shards)

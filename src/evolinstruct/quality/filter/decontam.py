@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..decontam import Decontaminator, EvalPrompt, default_eval_dir, read_eval_set
+from ..decontam import NAMED_EVAL_SETS, Decontaminator, EvalPrompt, default_eval_dir, read_eval_set
 from .base import Removal, Row, RowFilter
 
 if TYPE_CHECKING:
@@ -18,9 +18,14 @@ def load_eval_prompts(config: FilterConfig) -> tuple[list[EvalPrompt], list[dict
     notes: list[dict[str, Any]] = []
     if config.eval_sets:
         for name in config.eval_sets:
-            got = read_eval_set(Path(name), strict=True)
+            if str(name).lower() in NAMED_EVAL_SETS:  # a set a package ships (humaneval), not a file
+                got = NAMED_EVAL_SETS[str(name).lower()]()
+                notes.append({"file": str(name).lower(), "items": len({(p.file.split(":")[0], p.id) for p in got}),
+                              "prompts": len(got)})
+            else:
+                got = read_eval_set(Path(name), strict=True)
+                notes.append({"file": str(name), "items": len(got)})
             prompts += got
-            notes.append({"file": str(name), "items": len(got)})
         return prompts, notes
     eval_dir = default_eval_dir()
     if eval_dir is None:

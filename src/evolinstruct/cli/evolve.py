@@ -35,7 +35,7 @@ def evolve(
     exec_check: Annotated[bool, typer.Option("--exec-check", help="--task code: run each answer's Python code in a sandbox (a subprocess in a fresh temp dir with time, CPU and memory limits and no network) and eliminate code that crashes or times out.")] = False,
     math_samples: Annotated[int | None, typer.Option(min=1, help="--task math: answers per kept problem; the majority answer is kept (default 3).")] = None,
     directions: Annotated[str | None, typer.Option(help="--task math: direction weights, e.g. upward=3,downward=1 (each direction's weight split evenly among its operations; a shorthand for --ops).")] = None,
-    ops: Annotated[str | None, typer.Option(help="Operation weights, e.g. 'add_constraints=2,mutation=1' (default: uniform).")] = None,
+    ops: Annotated[str | None, typer.Option(help="Operation weights, e.g. 'add_constraints=2,mutation=1' (default: the task's: uniform for chat and math, the complexity method at half weight for code).")] = None,
     max_tokens: Annotated[int, typer.Option(min=1, help="Max new tokens per evolution and response (the paper: 2048).")] = 2048,
     temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature (the paper: 1).")] = 1.0,
     top_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling (the paper: 0.9).")] = 0.9,

@@ -18,8 +18,8 @@ from typing import Any
 
 from ..calls import Budget, CachedLLM, CallCounters
 from ..models.base import Backend, ModelSpec, Request, Result, Sampling, Transport, capabilities
-from ..models.registry import Backends, backend_class
-from ..models.spec import is_embedded
+from ..models.registry import Backends
+from ..models.spec import guided, is_embedded
 from ..records import derive_seed, file_digest
 from ..rundir import write_json
 from ..slots import PrioritySlots
@@ -52,19 +52,9 @@ POSITIONS = ("swap", "alternate")
 # Guided verdicts (a departure from FastChat, for small in-process judges; see docs/EVAL.md): the verdict
 # must open with its scores, which the local backend enforces while decoding (models/guide.py). The
 # judge still chooses the numbers; the explanation that follows is free.
-GUIDES = ("auto", "on", "off")
-
-
 def resolve_guide(choice: str, judge: ModelSpec) -> bool:
-    """auto: guide a judge whose backend can decode under a guide (in-process, where a small model needs
-    it); leave a served judge as FastChat has it."""
-    if choice not in GUIDES:
-        raise ValueError(f"--judge-guide must be one of {', '.join(GUIDES)}, not '{choice}'")
-    can = capabilities(backend_class(judge.backend)).guides
-    if choice == "on" and not can:
-        raise ValueError(f"--judge-guide on needs an in-process judge whose backend decodes under a guide "
-                         f"(such as local); the judge's backend is '{judge.backend}'")
-    return choice == "on" or (choice == "auto" and can)
+    """--judge-guide: see models/spec.py `guided`."""
+    return guided(choice, judge, "--judge-guide", "judge")
 
 
 @dataclass(slots=True)

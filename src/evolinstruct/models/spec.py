@@ -64,3 +64,20 @@ def resolve_role(
     except BackendError as exc:
         raise BackendError(f"{option}: {exc}" if option else str(exc)) from None
     return spec
+
+
+GUIDES = ("auto", "on", "off")
+
+
+def guided(choice: str, spec: ModelSpec, option: str, role: str) -> bool:
+    """Whether `role`'s requests carry a guide (a regex the answer must open with; models/guide.py).
+    auto: when its backend decodes under a guide (in-process: a small model needs it to follow a format at
+    all); a served model keeps the published free-text prompts. on: refused for a backend that cannot."""
+    if choice not in GUIDES:
+        raise ValueError(f"{option} must be one of {', '.join(GUIDES)}, not '{choice}'")
+    can = capabilities(backend_class(spec.backend)).guides
+    if choice == "on" and not can:
+        raise ValueError(f"{option} on needs an in-process {role} whose backend decodes under a guide "
+                         f"(such as local); the {role}'s backend is '{spec.backend}'")
+    return choice == "on" or (choice == "auto" and can)
+

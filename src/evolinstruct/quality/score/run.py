@@ -32,9 +32,9 @@ from ...calls import CachedLLM, CallCounters
 from ...evolve.config import stored_separator
 from ...evolve.outputs import write_outputs
 from ...evolve.templates import TemplateError, TemplateSet, load_templates
-from ...models.base import ModelSpec, Request, Sampling, Transport, capabilities
-from ...models.registry import Backends, backend_class
-from ...models.spec import endpoint, resolve_role
+from ...models.base import ModelSpec, Request, Sampling, Transport
+from ...models.registry import Backends
+from ...models.spec import GUIDES, endpoint, guided, resolve_role
 from ...records import Record, join_input, request_seed
 from ...rundir import RunDir, write_stats
 from ...slots import PrioritySlots
@@ -58,19 +58,9 @@ RANK_TOKENS_PER_ITEM = 8  # "[3] Score: 2\n" is about 7 tokens
 # guided difficulty call stops soon after it. A ranking's head is n lines of about 8 tokens.
 GUIDED_DIFFICULTY_MAX_TOKENS = 4
 GUIDED_RANK_TOKENS_PER_ITEM = 10
-GUIDES = ("auto", "on", "off")
-
-
 def resolve_guide(choice: str, spec: ModelSpec) -> bool:
-    """auto: guide a model whose backend decodes under a guide (in-process: a small model needs it to
-    answer in the prompt's format at all); leave a served model with the paper's free-text answers."""
-    if choice not in GUIDES:
-        raise ValueError(f"--guide must be one of {', '.join(GUIDES)}, not '{choice}'")
-    can = capabilities(backend_class(spec.backend)).guides
-    if choice == "on" and not can:
-        raise ValueError(f"--guide on needs an in-process scoring model whose backend decodes under a guide "
-                         f"(such as local); the scoring model's backend is '{spec.backend}'")
-    return choice == "on" or (choice == "auto" and can)
+    """--guide: see models/spec.py `guided`."""
+    return guided(choice, spec, "--guide", "scoring model")
 
 # ------------------------------------------------------------------------------------------ options
 @dataclass(slots=True)

@@ -101,15 +101,20 @@ def truncation(purpose: str, finish_reason: str | None) -> Verdict | None:
     return Verdict(TRUNCATED if purpose == "evolve" else TRUNCATED_ANSWER, {"finish_reason": LENGTH, "purpose": purpose})
 
 
-def copied_prompt_words(evolved: str) -> Verdict | None:
-    """Rule 4: the evolved instruction copies the evolving prompt's words about itself."""
+def copied_phrase(evolved: str, phrases: tuple[str, ...]) -> Verdict | None:
+    """Rule 4's check for any list of lower-case phrases: the first one found, with 30 characters around it."""
     lowered = evolved.lower()
-    for phrase in COPIED_PHRASES:
+    for phrase in phrases:
         at = lowered.find(phrase)
         if at >= 0:
             start = max(0, at - 30)
             return Verdict(COPIED_PROMPT, {"phrase": phrase, "context": evolved[start : at + len(phrase) + 30]})
     return None
+
+
+def copied_prompt_words(evolved: str) -> Verdict | None:
+    """Rule 4: the evolved instruction copies the evolving prompt's words about itself."""
+    return copied_phrase(evolved, COPIED_PHRASES)
 
 
 def word_count(text: str) -> int:

@@ -31,9 +31,9 @@ from typing import Any, ClassVar
 from ...records import Record
 from ..chain import Chain
 from ..rules import (
-    COPIED_PROMPT,
     RuleSet,
     Verdict,
+    copied_phrase,
     copied_prompt_words,
     empty_evolution,
     punctuation_stopwords_only,
@@ -210,13 +210,7 @@ def own_python(answer: str, question: str = "") -> list[Block]:
 # ------------------------------------------------------------------------------------------ the rules
 def copied_test_words(evolved: str) -> Verdict | None:
     """Rule 4 for the code prompts: the evolved question copies their words ("#Rewritten Test#")."""
-    lowered = evolved.lower()
-    for phrase in COPIED_TEST_PHRASES:
-        at = lowered.find(phrase)
-        if at >= 0:
-            start = max(0, at - 30)
-            return Verdict(COPIED_PROMPT, {"phrase": phrase, "context": evolved[start : at + len(phrase) + 30]})
-    return None
+    return copied_phrase(evolved, COPIED_TEST_PHRASES)
 
 
 def no_code(response: str) -> Verdict | None:

@@ -232,3 +232,16 @@ def write_stats(run_dir: str | Path, stats: dict[str, Any] | Callable[[dict[str,
     new = stats(rd.read_stats()) if callable(stats) else stats
     write_json(rd.stats, new)
     return new
+
+
+def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
+    """The rows of a JSONL file we wrote (dataset.jsonl and the like), streamed; a bad line is one error
+    naming the file and line."""
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}:{lineno}: malformed JSON line: {exc.msg}") from None
+

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ..records import join_input
-from ..rundir import RunDir, check_output_file, make_output_dir, write_atomic_lines
+from ..rundir import RunDir, check_output_file, make_output_dir, read_jsonl, write_atomic_lines
 
 EXPORT_FORMATS = ("alpaca", "sharegpt", "openai")
 
@@ -59,14 +58,5 @@ def export(run_dir: str | Path, fmt: str, out: str | Path) -> int:
         raise FileNotFoundError(f"{source}: no dataset here; run `evolinstruct evolve ... -o {run_dir}` first")
     out = check_output_file(out)
 
-    def rows() -> Iterator[dict[str, Any]]:
-        with open(source, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
-                if line.strip():
-                    try:
-                        yield json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise ValueError(f"{source}:{lineno}: malformed JSON line: {exc.msg}") from None
-
     make_output_dir(out.parent)
-    return write_atomic_lines(out, convert(rows(), fmt))
+    return write_atomic_lines(out, convert(read_jsonl(source), fmt))

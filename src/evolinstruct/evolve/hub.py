@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ import pyarrow.parquet as pq
 
 from .. import __version__
 from ..records import rng_for
-from ..rundir import FILTER_STATS, STORE_FILE, RunDir, check_output_dir
+from ..rundir import FILTER_STATS, STORE_FILE, RunDir, check_output_dir, read_jsonl
 from ..store import RunStore
 from .export import convert
 
@@ -76,16 +75,6 @@ def _source(run_dir: Path, subset: str | None) -> tuple[Path, Path, dict[str, An
         raise FileNotFoundError(f"{dataset}: no dataset here; {hint}")
     filters = json.loads((folder / FILTER_STATS).read_text("utf-8")) if (folder / FILTER_STATS).is_file() else None
     return run_dir, dataset, filters
-
-
-def _rows(path: Path) -> Iterator[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{lineno}: malformed JSON line: {exc.msg}") from None
 
 
 def _test_roots(root_rows: Counter, test_size: float, seed: int) -> set[str]:
@@ -205,7 +194,7 @@ def export_hf(
     # Pass 1: lineages, scorers and counts; nothing is held but a root id per row.
     root_rows: Counter = Counter()
     scorers: set[str] = set()
-    for row in _rows(dataset):
+    for row in read_jsonl(dataset):
         root_rows[row.get("root_id") or row.get("id") or ""] += 1
         if isinstance(row.get("scores"), dict):
             scorers.update(row["scores"])
@@ -226,7 +215,7 @@ def export_hf(
         writers = {"train": _SplitWriter(staging / DATA_DIR, "train", total - n_test, schema, shard_rows),
                    "test": _SplitWriter(staging / DATA_DIR, "test", n_test, schema, shard_rows)}
         by_epoch: dict[str, Counter] = {"train": Counter(), "test": Counter()}
-        for row in _rows(dataset):
+        for row in read_jsonl(dataset):
             split = "test" if (row.get("root_id") or row.get("id") or "") in held else "train"
             writers[split].add(_column_row(row, names))
             by_epoch[split][str(row.get("epoch"))] += 1
@@ -281,7 +270,7 @@ def _eliminated_by_epoch(run_dir: Path) -> dict[str, Counter]:
     path = RunDir(run_dir).eliminated
     out: dict[str, Counter] = {}
     if path.is_file():
-        for row in _rows(path):
+        for row in read_jsonl(path):
             out.setdefault(str(row.get("reason")), Counter())[str(row.get("epoch"))] += 1
     return out
 

@@ -46,6 +46,13 @@ def waiting(wait: tuple[float, str] | None, over: float = 2.0) -> str:
     return f"waiting {wait[0]:.0f}s ({wait[1]})"
 
 
+def endpoints_up(up: tuple[int, int] | None) -> str:
+    """The progress line's note on a fleet, e.g. "endpoints 2/3 up"; nothing with one endpoint."""
+    if up is None:
+        return ""
+    return f"endpoints {up[0]}/{up[1]} up"
+
+
 def print_evolve_summary(stats: dict, out: Path) -> None:
     ev = stats["evolutions"]
     table = Table(title=f"evolinstruct run: {out}", show_header=False, title_justify="left")

@@ -11,7 +11,8 @@ from typing import Annotated
 import typer
 
 from ..evolve.templates import TemplateError
-from ..models import BackendError, Transport, endpoint, resolve_role
+from ..models import BackendError, Transport, endpoint, resolve_role, with_endpoints
+from ..models.base import EndpointSpec
 from ..seeds import SeedError
 from ..store import ConfigMismatch, StoreError
 from . import display
@@ -26,7 +27,8 @@ def evolve(
     seed: Annotated[int, typer.Option(help="Run seed: operation choices and sampling seeds derive from it.")] = 0,
     backend: Annotated[str | None, typer.Option(help="local (in-process transformers), openai (any compatible server), llamacpp or vllm (in-process, optional extras). Default: local unless --base-url is given.")] = None,
     model: Annotated[str | None, typer.Option(help="Model: the served model name for openai; a path, hub id or 'embedded' for local.")] = None,
-    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.")] = None,
+    base_url: Annotated[list[str] | None, typer.Option(help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1. Give it several times to spread calls over several servers of the same model (docs/SCALE.md).")] = None,
+    endpoints: Annotated[Path | None, typer.Option(help="File of endpoints serving the model, one per line: URL [concurrency=N] [model=NAME] (docs/SCALE.md).")] = None,
     api_key_env: Annotated[str, typer.Option(help="Environment variable that holds the API key.")] = "OPENAI_API_KEY",
     concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at most (shared by all roles).")] = 32,
     max_chains: Annotated[int | None, typer.Option(min=1, help="Seeds in progress at once (default: 4 x concurrency).")] = None,
@@ -61,6 +63,9 @@ def evolve(
     max_cost: Annotated[float | None, typer.Option(min=0.0, help="Stop cleanly once this many USD are spent (needs --prices).")] = None,
     prices: Annotated[Path | None, typer.Option(help='Price table JSON: {"MODEL or *": {"input": USD/1M tokens, "output": USD/1M tokens}}.')] = None,
     estimate: Annotated[bool, typer.Option("--estimate", help="Print the planned calls, tokens, cost (online and batch) and time, send nothing and write nothing.")] = False,
+    shard: Annotated[str | None, typer.Option(help="I/N: run only shard I of N (the seeds whose record id hashes to it) into its own RUN_DIR; join the shards with `evolinstruct merge` (docs/SCALE.md).")] = None,
+    ray: Annotated[int | None, typer.Option("--ray", min=1, help="Run N shards as Ray tasks (RUN_DIR/shards/I), then merge them into RUN_DIR; needs the [ray] extra (docs/SCALE.md).")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="--ray: the cluster to join (auto, ray://HOST:10001); default: start a local one.")] = None,
     latency: Annotated[float | None, typer.Option(min=0.0, help="Seconds per call for --estimate's time range (default: the mean stored in RUN_DIR; without either, no time range).")] = None,
 ) -> None:
     """Evolve seed instructions into harder ones, answer them, and eliminate failures."""
@@ -91,8 +96,11 @@ def evolve(
         except (TemplateError, ValueError) as exc:
             fail(str(exc))
     try:
-        evolver = resolve_role(backend, model, base_url, api_key_env)
+        fleet = _fleet(base_url or [], endpoints)
+        evolver = resolve_role(backend, model, fleet[0].url if fleet else None, api_key_env)
         assert evolver is not None
+        evolver = with_endpoints(evolver, fleet)
+        shard_i, shards = _shard(shard, ray)
         config = EvolveConfig(
             source=Source(seeds=str(seeds), limit=limit, column=column, input_column=input_column or None,
                           input_separator=SEPARATORS[input_separator]),
@@ -111,7 +119,7 @@ def evolve(
             ),
             transport=Transport(concurrency=concurrency, rpm=rpm, tpm=tpm, request_timeout=request_timeout,
                                 max_retries=max_retries, http_client=http_client, max_retry_after=max_retry_after),
-            executor=ExecutorConfig(max_chains=max_chains),
+            executor=ExecutorConfig(max_chains=max_chains, shard=shard_i, shards=shards),
             budget=BudgetConfig(max_calls=max_calls, max_cost=max_cost, prices=str(prices) if prices else None),
         )
     except (BackendError, ValueError) as exc:
@@ -124,6 +132,10 @@ def evolve(
         except (SeedError, TemplateError, StoreError, ValueError, OSError) as exc:
             fail(str(exc))
         display.print_estimate(plan.to_dict())
+        return
+
+    if ray:
+        _evolve_on_ray(config, out, ray, ray_address)
         return
 
     progress = display.evolve_progress()
@@ -149,8 +161,9 @@ def evolve(
         last_draw = now
         task = progress.tasks[0]
         rate = f"{task.speed:.2f} steps/s" if task.speed else ""
+        notes = " ".join(n for n in (display.endpoints_up(p.endpoints), display.waiting(p.waiting)) if n)
         progress.update(task_id, completed=p.steps_done, kept=p.kept, elim=p.eliminated, err=p.errors, rate=rate,
-                        wait=display.waiting(p.waiting))
+                        wait=notes)
 
     # BackendError includes FatalBackendError (a refused key, an unknown model, nothing listening): the run
     # stops at once with the server's message on one line (no key in it), exit 2; a rerun resumes.
@@ -164,3 +177,43 @@ def evolve(
     display.print_evolve_summary(stats, out)
     if stats["evolutions"]["errors"] or stats["seed_errors"]:
         raise typer.Exit(3)  # incomplete: scripts can tell; rerunning the command retries the failed calls
+
+
+def _fleet(urls: list[str], endpoints_file: Path | None) -> tuple[EndpointSpec, ...]:
+    """The endpoints of --base-url (each given) and --endpoints FILE, in that order, each once."""
+    from ..models.endpoints import parse_endpoints_file
+
+    fleet = [EndpointSpec(url=u.rstrip("/")) for u in urls]
+    if endpoints_file is not None:
+        fleet += parse_endpoints_file(endpoints_file)
+    seen: set[str] = set()
+    return tuple(e for e in fleet if not (e.url in seen or seen.add(e.url)))
+
+
+def _shard(shard: str | None, ray: int | None) -> tuple[int, int]:
+    """--shard I/N as (I, N); (0, 1) without it."""
+    if shard is None:
+        return 0, 1
+    if ray:
+        raise ValueError("--shard and --ray both split the run: give one (--ray N runs every shard)")
+    i, slash, n = shard.partition("/")
+    if not slash or not i.strip().isdigit() or not n.strip().isdigit() or not 0 <= int(i) < int(n):
+        raise ValueError(f"--shard must be I/N with 0 <= I < N, e.g. 0/4 (got '{shard}')")
+    return int(i), int(n)
+
+
+def _evolve_on_ray(config, out: Path, shards: int, address: str | None) -> None:
+    """--ray N: every shard as a Ray task, then one merged run in RUN_DIR."""
+    try:
+        from ..scale.ray_run import evolve_on_ray
+    except ImportError as exc:
+        fail(f"--ray needs Ray: pip install 'evolinstruct[ray]' ({exc})")
+    console.print(f"evolving {shards} shards on Ray ({address or 'a local cluster'}) -> {out}/shards, merged into {out}")
+    with stops_cleanly(display.evolve_progress(), (SeedError, TemplateError, ConfigMismatch, StoreError, BackendError, ValueError, RuntimeError)):
+        stats = evolve_on_ray(config, out, shards, address,
+                              command=shlex.join(["evolinstruct", *sys.argv[1:]]),
+                              on_shard=lambda i, s: console.print(f"shard {i}/{shards}: {s['dataset_rows']} rows, "
+                                                                  f"{s['llm_calls']} calls sent"))
+    display.print_evolve_summary(stats, out)
+    if stats["evolutions"]["errors"] or stats["seed_errors"]:
+        raise typer.Exit(3)

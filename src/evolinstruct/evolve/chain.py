@@ -48,6 +48,8 @@ class Progress:
     # The longest retry wait in progress (seconds, why: "429", "503", "connect"...), refreshed about once
     # a second while there is one (run.py); None when no call waits.
     waiting: tuple[float, str] | None = None
+    # (endpoints admitted, endpoints) when a model is served by several, refreshed with `waiting`.
+    endpoints: tuple[int, int] | None = None
 
 
 @dataclass(slots=True)

@@ -51,16 +51,20 @@ def _columns(config: EvolveConfig) -> SeedColumns:
 WAIT_POLL = 1.0  # seconds between looks at the backends' retry waits, for the progress line
 
 
-async def report_waits(progress: Progress, roles: RoleCalls, on_step: Callable[[Progress], None]) -> None:
+async def report_waits(progress: Progress, roles: RoleCalls, on_step: Callable[[Progress], None],
+                       backends: Backends | None = None) -> None:
     """While a call waits to retry (a long Retry-After, a backoff), no step finishes and the progress line
-    would freeze: once a second, put the longest wait on `progress.waiting` and redraw."""
+    would freeze: once a second, put the longest wait on `progress.waiting` and redraw. With several
+    endpoints, `progress.endpoints` gets how many are up."""
     llms = (roles.evolver, roles.responder, roles.judge)
     while True:
         await asyncio.sleep(WAIT_POLL)
         waits = [w for llm in llms if (w := llm.waiting()) is not None]
         now = max(waits) if waits else None
-        if now is not None or progress.waiting is not None:
+        up = backends.endpoints_up() if backends is not None else None
+        if now is not None or progress.waiting is not None or up != progress.endpoints:
             progress.waiting = now
+            progress.endpoints = up
             on_step(progress)
 
 
@@ -106,7 +110,7 @@ async def _evolve_async(
         chain = (chain_class(task) or Chain)(config, templates, weights, roles, commit=store.save_step,
                                               on_step=on_step, rules=task.rules(config))
         executor = Executor(config.transport.concurrency, ex.max_chains, ex.shard, ex.shards)
-        waits = asyncio.create_task(report_waits(chain.progress, roles, on_step))
+        waits = asyncio.create_task(report_waits(chain.progress, roles, on_step, backends))
         try:
             seeds = read_seeds(config.source.seeds, _columns(config), config.source.limit)
             # A FatalBackendError (a refused key, an unknown model, nothing listening) propagates from here:
@@ -136,6 +140,8 @@ async def _evolve_async(
             "stopped_by": stopped_by,
             "http": backends.counters(),
         }
+        if endpoint_stats := backends.endpoint_stats():  # several endpoints: each one's share of this run
+            extra["endpoints"] = endpoint_stats
         if prices:
             by_model = store.tokens_by_model()
             extra["cost"] = {

@@ -13,9 +13,10 @@ from .base import (
     capabilities,
 )
 from .registry import Backends, backend_class, backend_names, build, register
-from .spec import endpoint, is_embedded, resolve_role
+from .spec import endpoint, is_embedded, resolve_role, with_endpoints
 
 __all__ = [
     "Backend", "BackendError", "Backends", "Capabilities", "ModelSpec", "Request", "Result", "Sampling", "Transport",
     "backend_class", "backend_names", "build", "capabilities", "endpoint", "is_embedded", "register", "resolve_role",
+    "with_endpoints",
 ]

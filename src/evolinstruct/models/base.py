@@ -97,6 +97,19 @@ def capabilities(backend: Any) -> Capabilities:
 
 
 @dataclass(frozen=True, slots=True)
+class EndpointSpec:
+    """One endpoint of a model served by several (models/endpoints.py): its URL, how many requests it takes
+    at once (None: the run's --concurrency), and the name it serves the model under (None: --model)."""
+
+    url: str
+    concurrency: int | None = None
+    model: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"url": self.url, "concurrency": self.concurrency, "model": self.model}
+
+
+@dataclass(frozen=True, slots=True)
 class ModelSpec:
     """Which model plays a role: its backend, its name, its endpoint, and the variable that holds its key."""
 
@@ -104,19 +117,27 @@ class ModelSpec:
     model: str | None = None
     base_url: str | None = None
     api_key_env: str = DEFAULT_KEY_ENV
+    # More than one endpoint serving the model (--base-url given twice, --endpoints FILE); base_url is the first.
+    # Never bound to a run: which endpoint answers changes no result.
+    endpoints: tuple[EndpointSpec, ...] = ()
 
     @property
     def label(self) -> str:
         return self.model or EMBEDDED
 
     def to_dict(self) -> dict[str, Any]:
-        return {"backend": self.backend, "model": self.model, "base_url": self.base_url, "api_key_env": self.api_key_env}
+        out = {"backend": self.backend, "model": self.model, "base_url": self.base_url, "api_key_env": self.api_key_env}
+        if self.endpoints:  # only when set, so single-endpoint runs keep their stored shape
+            out["endpoints"] = [e.to_dict() for e in self.endpoints]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> ModelSpec | None:
         if not data:
             return None
         known = {k: data[k] for k in ("backend", "model", "base_url", "api_key_env") if data.get(k) is not None}
+        if data.get("endpoints"):
+            known["endpoints"] = tuple(EndpointSpec(**e) for e in data["endpoints"])
         return cls(**known)
 
 

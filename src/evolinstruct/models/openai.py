@@ -25,12 +25,21 @@ import logging
 import os
 import random
 import time
-import urllib.parse
 from collections import Counter
 from typing import Any
 
 from ..redact import redact
-from .base import BackendError, Capabilities, FatalBackendError, ModelSpec, Request, Result, Transport
+from .base import (
+    BackendError,
+    Capabilities,
+    EndpointSpec,
+    FatalBackendError,
+    ModelSpec,
+    Request,
+    Result,
+    Transport,
+)
+from .endpoints import EndpointPool, check_base_url
 from .ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -42,21 +51,6 @@ NOTHING_ANSWERS_AFTER = 20
 EMPTY_COMPLETION = "empty completion"
 SHOW_WAIT = 1.0  # retry waits at least this long are reported by waiting() (the progress line)
 _MODEL_NOT_FOUND = ("model_not_found", "not found", "does not exist", "no such model", "unknown model")
-
-
-def check_base_url(url: str | None) -> None:
-    """An OpenAI-compatible endpoint must be http(s) with a host; anything else fails before a run starts."""
-    if url is None:
-        return
-    parsed = urllib.parse.urlsplit(url.strip())
-    try:
-        parsed.port  # noqa: B018 - raises on a port that is not a number in range
-        port_ok = True
-    except ValueError:
-        port_ok = False
-    if parsed.scheme not in ("http", "https") or not parsed.hostname or not port_ok:
-        raise BackendError(f"base URL '{redact(url)}' is not usable: it needs http:// or https:// and a host, "
-                           "e.g. http://127.0.0.1:8000/v1")
 
 
 def server_message(body: str) -> str:
@@ -107,13 +101,15 @@ class OpenAIBackend:
             model=spec.model, base_url=spec.base_url, api_key_env=spec.api_key_env,
             concurrency=transport.concurrency, rpm=transport.rpm, tpm=transport.tpm,
             timeout=transport.request_timeout, max_retries=transport.max_retries, http_client=transport.http_client,
-            max_retry_after=transport.max_retry_after,
+            max_retry_after=transport.max_retry_after, endpoints=spec.endpoints,
         )
 
     @classmethod
     def check(cls, spec: ModelSpec) -> None:
         """Reject an unusable base URL before a run directory is touched."""
         check_base_url(spec.base_url)
+        for e in spec.endpoints:
+            check_base_url(e.url)
 
     def __init__(
         self,
@@ -130,6 +126,7 @@ class OpenAIBackend:
         backoff_base: float = 0.5,
         backoff_max: float = 20.0,
         max_retry_after: float = 60.0,
+        endpoints: tuple[EndpointSpec, ...] = (),
     ) -> None:
         check_base_url(base_url)
         if not model:
@@ -164,6 +161,12 @@ class OpenAIBackend:
         self._waits: dict[int, tuple[float, str]] = {}  # retry waits in progress: token -> (until, why)
         self._wait_tokens = 0
         self._warned_cap = False
+        # Several endpoints: a pool routes each attempt (models/endpoints.py). One: the direct path, as before.
+        self.pool: EndpointPool | None = None
+        if len(endpoints) > 1:
+            if http_client != "aiohttp":
+                raise BackendError("several endpoints need the default http client (aiohttp)")
+            self.pool = EndpointPool(endpoints, concurrency, self._probe)
 
     # ---------------------------------------------------------------- errors
     def _redact(self, text: str) -> str:
@@ -266,7 +269,7 @@ class OpenAIBackend:
         return chars / 4 + request.sampling.max_tokens
 
     # ---------------------------------------------------------------- one attempt
-    async def _attempt_aiohttp(self, body: bytes) -> tuple[Result | None, str, float | None, str]:
+    async def _attempt_aiohttp(self, body: bytes, url: str | None = None) -> tuple[Result | None, str, float | None, str]:
         """(result, error, retry_after, why): a result when done (success or final failure), else a retryable
         error and why it is retried (a status, "connect", "connection", "timeout", "empty completion")."""
         import aiohttp
@@ -274,8 +277,9 @@ class OpenAIBackend:
         session = self._session_for_loop()
         if self._timeout is None:
             self._timeout = aiohttp.ClientTimeout(total=self.timeout)
+        base_url = url or self.base_url
         try:
-            async with session.post(f"{self.base_url}/chat/completions", data=body, timeout=self._timeout) as resp:
+            async with session.post(f"{base_url}/chat/completions", data=body, timeout=self._timeout) as resp:
                 self._reached = True
                 if resp.status == 200:
                     return self._completed(_parse(await resp.read()))
@@ -292,7 +296,7 @@ class OpenAIBackend:
             return None, f"timeout after {self.timeout:g}s", None, "timeout"
         except aiohttp.ClientConnectorError as exc:
             self.counters["retry_connection"] += 1
-            return None, self._redact(f"cannot connect to {self.base_url} ({type(exc).__name__}: {exc})"), None, "connect"
+            return None, self._redact(f"cannot connect to {base_url} ({type(exc).__name__}: {exc})"), None, "connect"
         except (aiohttp.ClientError, ConnectionError, OSError) as exc:
             self.counters["retry_connection"] += 1
             return None, self._redact(f"{type(exc).__name__}: {exc}"), None, "connection"
@@ -338,6 +342,8 @@ class OpenAIBackend:
 
     # ---------------------------------------------------------------- public
     async def _one(self, request: Request) -> Result:
+        if self.pool is not None:
+            return await self._one_pooled(request)
         payload: dict[str, Any] | bytes = self._payload(request)
         estimate = self._estimate_tokens(request)
         if self.http_client == "aiohttp":
@@ -368,10 +374,80 @@ class OpenAIBackend:
             self._unanswered(error)
         return Result(error=f"{error} (after {self.max_retries + 1} attempts)")
 
+    async def _one_pooled(self, request: Request) -> Result:
+        """One request over the endpoint pool: each attempt goes to the pool's pick. An attempt lost to an
+        endpoint that this attempt ejected, or that answered 429, moves to another endpoint at once and
+        does not count as a retry (at most once per endpoint per request)."""
+        payload = self._payload(request)
+        bodies: dict[str, bytes] = {}  # per served model name (an endpoint may name the model its own way)
+        estimate = self._estimate_tokens(request)
+        assert self.pool is not None
+        error, why = "", ""
+        attempt, free_moves = 0, len(self.pool.endpoints)
+        async with self._limit:
+            while True:
+                await self.limiter.acquire(estimate)
+                endpoint = await self.pool.acquire()
+                name = endpoint.model or self.model
+                body = bodies.get(name)
+                if body is None:
+                    body = bodies[name] = json.dumps({**payload, "model": name}).encode()
+                started = time.monotonic()
+                try:
+                    result, error, retry_after, why = await self._attempt_aiohttp(body, endpoint.url)
+                except BaseException:
+                    self.pool.release(endpoint, "final")  # fatal, or cancelled: the request leaves this endpoint
+                    raise
+                if result is not None:
+                    if result.ok:
+                        self.pool.release(endpoint, "ok", time.monotonic() - started, result.prompt_tokens,
+                                          result.completion_tokens)
+                        self.limiter.settle(estimate, result.prompt_tokens + result.completion_tokens)
+                    else:
+                        self.pool.release(endpoint, "final")
+                        self.counters["failed"] += 1
+                    return result
+                outcome = "connect" if why == "connect" else "429" if why == "429" else "failed"
+                delay = self._delay(retry_after, attempt) if outcome == "429" else None
+                moved = self.pool.release(endpoint, outcome, retry_after=delay)
+                if (moved or outcome == "429") and free_moves > 0 and self.pool.up > (0 if moved else 1):
+                    free_moves -= 1
+                    self.counters["moved_endpoint"] += 1
+                    continue
+                if attempt == self.max_retries:
+                    break
+                await self._wait(delay if delay is not None else self._backoff(attempt), why)
+                attempt += 1
+        self.counters["failed"] += 1
+        if why == "connect":
+            self._unanswered(error)
+        return Result(error=f"{error} (after {attempt + 1} attempts)")
+
+    async def _probe(self, url: str) -> bool:
+        """Is an ejected endpoint back? Its GET /models answers 200."""
+        import aiohttp
+
+        session = self._session_for_loop()
+        try:
+            async with session.get(f"{url}/models", timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                return resp.status == 200
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            return False
+
+    def endpoint_stats(self) -> dict[str, dict[str, Any]] | None:
+        """Per endpoint: calls, failures, mean latency, tokens, ejections, re-admissions (several endpoints only)."""
+        return self.pool.stats() if self.pool is not None else None
+
+    def endpoints_up(self) -> tuple[int, int] | None:
+        """(endpoints admitted, endpoints) for the progress line; None with one endpoint."""
+        return (self.pool.up, len(self.pool.endpoints)) if self.pool is not None else None
+
     async def generate(self, requests: list[Request]) -> list[Result]:
         return list(await asyncio.gather(*(self._one(r) for r in requests)))
 
     async def aclose(self) -> None:
+        if self.pool is not None:
+            await self.pool.aclose()
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -101,7 +101,7 @@ class Backends:
         self._built: dict[tuple[Any, ...], Backend] = {}
 
     def get(self, spec: ModelSpec) -> Backend:
-        key = (spec.backend, spec.model or "embedded", spec.base_url, spec.api_key_env)
+        key = (spec.backend, spec.model or "embedded", spec.base_url, spec.api_key_env, spec.endpoints)
         if key not in self._built:
             self._built[key] = build(spec, self.transport, self.lazy)
         return self._built[key]
@@ -113,6 +113,22 @@ class Backends:
             inner = backend.loaded if isinstance(backend, LazyBackend) else backend
             out[f"{backend.name}:{backend.model}"] = dict(getattr(inner, "counters", {}) or {})
         return out
+
+    def _inner(self) -> list[Any]:
+        return [b.loaded if isinstance(b, LazyBackend) else b for b in self._built.values()]
+
+    def endpoint_stats(self) -> dict[str, dict[str, Any]]:
+        """Per endpoint of every backend served by several: calls, failures, mean latency, tokens (stats.json)."""
+        out: dict[str, dict[str, Any]] = {}
+        for inner in self._inner():
+            stats = getattr(inner, "endpoint_stats", None)
+            out.update((stats() if stats else None) or {})
+        return out
+
+    def endpoints_up(self) -> tuple[int, int] | None:
+        """(endpoints admitted, endpoints) over every backend served by several; None when none is."""
+        counts = [c for inner in self._inner() if (f := getattr(inner, "endpoints_up", None)) and (c := f())]
+        return (sum(c[0] for c in counts), sum(c[1] for c in counts)) if counts else None
 
     async def aclose(self) -> None:
         for backend in self._built.values():

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .base import DEFAULT_KEY_ENV, EMBEDDED, BackendError, ModelSpec, capabilities
+from .base import DEFAULT_KEY_ENV, EMBEDDED, BackendError, EndpointSpec, ModelSpec, capabilities
 from .registry import backend_class, check_spec
 
 
@@ -27,7 +27,21 @@ def endpoint(spec: ModelSpec) -> str:
     cls = backend_class(spec.backend)
     if capabilities(cls).in_process:
         return "in-process"
+    if spec.endpoints:
+        return f"{len(spec.endpoints)} endpoints: " + ", ".join(e.url for e in spec.endpoints)
     return spec.base_url or getattr(cls, "default_endpoint", "the backend's default endpoint")
+
+
+def with_endpoints(spec: ModelSpec, endpoints: tuple[EndpointSpec, ...]) -> ModelSpec:
+    """`spec` served by several endpoints (--base-url given more than once, --endpoints FILE): the first is
+    its base URL; a backend that cannot use several endpoints is refused."""
+    if len(endpoints) <= 1:
+        return replace(spec, base_url=endpoints[0].url if endpoints else spec.base_url)
+    if not hasattr(backend_class(spec.backend), "endpoint_stats"):
+        raise BackendError(f"the {spec.backend} backend takes one endpoint; several need an OpenAI-compatible backend")
+    spec = replace(spec, base_url=endpoints[0].url, endpoints=tuple(endpoints))
+    check_spec(spec)
+    return spec
 
 
 def resolve_role(
@@ -58,6 +72,8 @@ def resolve_role(
         model=model or (fallback.model if same else None),
         base_url=base_url or (fallback.base_url if same else None),
         api_key_env=api_key_env or (fallback.api_key_env if fallback else DEFAULT_KEY_ENV),
+        # A fleet (several endpoints) goes with its base URL: a role that keeps the fallback's URL keeps its fleet.
+        endpoints=fallback.endpoints if same and not base_url and fallback is not None else (),
     )
     try:
         check_spec(spec)

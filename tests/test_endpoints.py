@@ -1,0 +1,112 @@
+"""Many endpoints behind one model (models/endpoints.py): the endpoints file, routing, and a real fleet.
+
+Fast: `--endpoints FILE` parsing (bad lines fail as FILE:LINE), the pool's least-outstanding pick, ejection and
+the 429 slow-down. Slow: three bench/simserver.py processes, one killed mid-run and restarted later; the run
+completes, its dataset is byte-identical to a one-server run, and the per-endpoint stats show the ejection
+and the re-admission.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from evolinstruct.models.base import EndpointSpec
+from evolinstruct.models.endpoints import EndpointPool, parse_endpoints_file
+from runhelpers import CLI, stored_calls
+from simfleet import start_sim, stop_sim, write_seeds
+
+
+def test_endpoints_file_lines(tmp_path: Path) -> None:
+    f = tmp_path / "fleet.txt"
+    f.write_text("# the fleet\nhttp://a:8000/v1  concurrency=8 model=m1\n\nhttp://b:8000/v1/ 4\nhttp://c:1/v1\n")
+    assert parse_endpoints_file(f) == (EndpointSpec("http://a:8000/v1", 8, "m1"), EndpointSpec("http://b:8000/v1", 4),
+                                       EndpointSpec("http://c:1/v1"))
+
+
+@pytest.mark.parametrize(("text", "line", "why"), [
+    ("http://a:1/v1\nftp://b/v1\n", 2, "not usable"),
+    ("http://a:1/v1 concurrency=0\n", 1, "whole number"),
+    ("\nhttp://a:1/v1 speed=3\n", 2, "unknown field"),
+    ("# nothing\n", 1, "no endpoint"),
+])
+def test_a_bad_endpoints_line_fails_naming_file_and_line(tmp_path: Path, text: str, line: int, why: str) -> None:
+    f = tmp_path / "fleet.txt"
+    f.write_text(text)
+    with pytest.raises(ValueError) as err:
+        parse_endpoints_file(f)
+    assert str(err.value).startswith(f"{f}:{line}: ") and why in str(err.value)
+
+
+def test_the_pool_routes_least_outstanding_bounded_and_ejects() -> None:
+    async def main() -> None:
+        probes: list[str] = []
+
+        async def probe(url: str) -> bool:
+            probes.append(url)
+            return True
+
+        pool = EndpointPool((EndpointSpec("http://a/v1", 2), EndpointSpec("http://b/v1", 1)), 8, probe)
+        a, b = pool.endpoints
+        picks = [await pool.acquire() for _ in range(3)]
+        assert [p.url for p in picks] == ["http://a/v1", "http://b/v1", "http://a/v1"]  # relative load, bounded
+        with pytest.raises(asyncio.TimeoutError):  # both at their bound: the next waits
+            await asyncio.wait_for(pool.acquire(), 0.1)
+        pool.release(a, "ok", 0.1, 3, 4)
+        assert pool.release(b, "connect") is True and not b.up  # refused: ejected at once
+        assert (await pool.acquire()) is a  # only a takes requests now
+        await asyncio.sleep(0.7)  # the probe (first after 0.5 s) finds b back
+        assert b.up and b.readmissions == 1 and probes == ["http://b/v1"]
+        pool.release(a, "429", retry_after=5)  # a 429 slows a only
+        pool.release(a, "ok")
+        assert (await pool.acquire()) is b
+        assert a.stats()["calls"] == 2 and b.stats()["ejections"] == 1
+        await pool.aclose()
+
+    asyncio.run(main())
+
+
+def _evolve(seeds: Path, run: Path, urls: list[str]) -> list[str]:
+    return [*CLI, "evolve", str(seeds), "-o", str(run), "--model", "sim", "--epochs", "2", "--concurrency", "24",
+            *[a for u in urls for a in ("--base-url", u)]]
+
+
+@pytest.mark.slow
+def test_three_endpoints_one_killed_and_restarted(tmp_path: Path) -> None:
+    seeds = write_seeds(tmp_path / "seeds.jsonl", 80)
+    sims = [start_sim(latency=0.1) for _ in range(3)]
+    try:
+        urls = [s.url for s in sims]
+        ref = tmp_path / "ref"
+        done = subprocess.run(_evolve(seeds, ref, urls[:1]), capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        run = tmp_path / "fleet"
+        proc = subprocess.Popen(_evolve(seeds, run, urls), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        while stored_calls(run) < 60:
+            assert proc.poll() is None, proc.stderr.read()[-2000:] if proc.stderr else ""
+            time.sleep(0.05)
+        port = sims[1].port
+        stop_sim(sims[1], sig=signal.SIGKILL)  # in-flight calls there are cut off: retried on the others
+        killed_at = stored_calls(run)
+        while stored_calls(run) < killed_at + 60:
+            assert proc.poll() is None, proc.stderr.read()[-2000:] if proc.stderr else ""
+            time.sleep(0.05)
+        sims[1] = start_sim(port=port, latency=0.1)  # back on the same address: the probe re-admits it
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
+        assert (run / "dataset.jsonl").read_bytes() == (ref / "dataset.jsonl").read_bytes()
+        stats = json.loads((run / "stats.json").read_text())
+        assert stats["pending_failures"] == 0 and stats["evolutions"]["errors"] == 0
+        back = stats["endpoints"][urls[1]]
+        assert back["ejections"] >= 1 and back["readmissions"] >= 1 and back["up"], back
+        assert all(stats["endpoints"][u]["calls"] > 0 for u in urls)
+        assert sum(e["calls"] for e in stats["endpoints"].values()) == stats["llm_calls"]
+    finally:
+        for sim in sims:
+            stop_sim(sim)

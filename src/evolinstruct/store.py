@@ -380,6 +380,28 @@ class RunStore:
             summary[scorer] = entry
         return summary
 
+    def absorb(self, other: RunStore) -> dict[str, int]:
+        """Copy another store's calls, failures, records, chains and scores into this one, in one transaction
+        (`evolinstruct merge`: shards hold disjoint seeds; a call both hold is the same answer). Rows per table."""
+        counts: dict[str, int] = {}
+        try:
+            self.db.execute("BEGIN")
+            for table in ("calls", "failures", "records", "chains", "scores"):
+                if not other.has_table(table):
+                    continue
+                rows = other.db.execute(f"SELECT * FROM {table}").fetchall()  # noqa: S608 - our own table names
+                if rows:
+                    marks = ", ".join("?" * len(rows[0]))
+                    self.db.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({marks})", rows)  # noqa: S608
+                counts[table] = len(rows)
+            # A call stored by one shard is no longer a failure in the merged run.
+            self.db.execute("DELETE FROM failures WHERE key IN (SELECT key FROM calls)")
+            self.db.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc, "merge a run store") from None
+        self._failed_keys = {row[0] for row in self.db.execute("SELECT key FROM failures")}
+        return counts
+
     def has_table(self, name: str) -> bool:
         return self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
 

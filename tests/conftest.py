@@ -243,9 +243,27 @@ def scripted(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Script]:
     return use
 
 
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[None]:
+    """One local Ray cluster for every Ray test of the session (2 CPUs, no dashboard; ~5-10 s to start)."""
+    try:
+        import ray
+    except ImportError:
+        pytest.fail("the Ray tests need Ray Serve: pip install -e '.[ray]'", pytrace=False)
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        from ray import serve
+
+        serve.shutdown()
+        ray.shutdown()
+
+
 # Fixtures that start a server process: a test that uses one is slow by definition (`make test-fast` runs
 # no model, server or browser), whether or not its author remembered the mark.
-SERVER_FIXTURES = {"llama_server", "llama_server_factory", "bad_server", "sim_url", "reference"}
+SERVER_FIXTURES = {"llama_server", "llama_server_factory", "bad_server", "sim_url", "reference", "ray_cluster"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -15,6 +15,7 @@ from .filter import filter_cmd
 from .merge import merge_cmd
 from .report import report_cmd
 from .score import score
+from .serve import serve_cmd
 from .train import train_cmd
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Evol-Instruct (WizardLM), end to end.")
@@ -32,6 +33,7 @@ app.command("score")(score)
 app.command("report")(report_cmd)
 app.command("filter")(filter_cmd)
 app.command("merge")(merge_cmd)
+app.command("serve")(serve_cmd)
 app.add_typer(eval_app, name="eval")
 
 

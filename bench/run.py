@@ -871,7 +871,8 @@ def redo_from_json(args) -> int:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small smoke run (under 2 minutes): 200 seeds, 1 epoch, config A only")
-    p.add_argument("--sections", default="throughput", help="comma list: throughput, faults, scale, local, or all")
+    p.add_argument("--sections", default="throughput",
+                   help="comma list: throughput, faults, scale, local, endpoints, shards, ray_overhead, or all")
     p.add_argument("--seeds-file", type=Path, default=SEEDS)
     p.add_argument("--seeds-a", type=int, default=500, help="seeds for C=256 L=0.5")
     p.add_argument("--seeds-b", type=int, default=2048, help="seeds for C=1024 L=1.0 (more than C, so C chains can be in flight)")
@@ -899,7 +900,8 @@ def main() -> int:
     if "distilabel" not in args.tools:
         args.no_distilabel = True
     args.evolinstruct_args = args.evolinstruct_args.split()
-    sections = {"throughput", "faults", "scale", "local"} if args.sections == "all" else set(args.sections.split(","))
+    sections = ({"throughput", "faults", "scale", "local", "endpoints", "shards", "ray_overhead"} if args.sections == "all"
+                else set(args.sections.split(",")))
     if args.from_json:
         return redo_from_json(args)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -928,6 +930,12 @@ def main() -> int:
         report["scale"] = section_scale(args)
     if "local" in sections:
         report["local"] = section_local(args)
+    for name in ("endpoints", "shards", "ray_overhead"):  # issue 13's scale-out sections (bench/scale_bench.py)
+        if name in sections:
+            sys.path.insert(0, str(BENCH))
+            import scale_bench
+
+            report[name] = getattr(scale_bench, f"section_{name}")(args, sys.modules[__name__])
     report["seconds"] = round(time.perf_counter() - started, 1)
 
     if report["throughput"]:

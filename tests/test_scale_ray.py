@@ -1,5 +1,6 @@
 """Ray: `serve --engine embedded` (a Ray Serve fleet of our in-process model) and `evolve --ray N` (shards as
-Ray tasks). One local Ray cluster for all of them (conftest `ray_cluster`, 2 CPUs); every test here is slow.
+Ray tasks). One local Ray cluster for all of them (conftest `ray_cluster`, 2 CPUs); a test that uses it is
+slow (conftest marks it).
 
 - Two embedded replicas answer chat completions through the openai SDK, and an evolve run against them completes.
 - `evolve --ray 2` against bench/simserver.py gives the unsharded run's dataset byte for byte, even when one
@@ -25,7 +26,19 @@ from evolinstruct.models import ModelSpec, Transport
 from runhelpers import CLI, EXAMPLES, stored_calls
 from simfleet import start_sim, stop_sim, write_seeds
 
-pytestmark = pytest.mark.slow
+
+@pytest.mark.parametrize(("args", "why"), [
+    (["--engine", "gpu"], "--engine must be one of embedded, local, vllm"),
+    (["--engine", "vllm"], "--engine vllm needs --model"),
+    (["--cpus-per-replica", "0"], "--cpus-per-replica more than 0"),
+])
+def test_serve_refuses_bad_options_before_starting_ray(args: list[str], why: str) -> None:
+    from typer.testing import CliRunner
+
+    from evolinstruct.cli import app
+
+    result = CliRunner().invoke(app, ["serve", *args], env={"COLUMNS": "250"})
+    assert result.exit_code == 2 and why in result.output, result.output
 
 
 def test_serve_embedded_two_replicas_answers_and_an_evolve_run_completes(ray_cluster: None, tmp_path: Path) -> None:

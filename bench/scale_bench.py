@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import shutil
 import signal
 import subprocess
@@ -158,12 +157,11 @@ def section_ray_overhead(args, bench: ModuleType) -> dict:
     out["in_process"] = {**r, **_tokens(tmp / "local")}
     port = _free_port()
     log = args.logs / "rayov-serve.log"
-    with open(log, "wb") as err:
-        server = subprocess.Popen([str(bench.EVOLINSTRUCT), "serve", "--engine", "embedded", "--replicas", "1",
-                                   "--cpus-per-replica", "2", "--port", str(port)],
-                                  stdout=subprocess.PIPE, stderr=err, start_new_session=True)
+    server = subprocess.Popen([str(bench.EVOLINSTRUCT), "serve", "--engine", "embedded", "--replicas", "1",
+                               "--cpus-per-replica", "2", "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        url = _wait_for_url(server, 300)
+        url = _wait_for_url(server, log, 300)
         r = _run(bench, [str(bench.EVOLINSTRUCT), "evolve", seeds_file, "-o", str(tmp / "serve"), "--base-url", url,
                          "--model", "SmolLM2-135M-Instruct", *common], args.logs / "rayov-serve-evolve.log", args.timeout)
         out["serve_replica"] = {**r, **_tokens(tmp / "serve")}
@@ -201,21 +199,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_for_url(proc: subprocess.Popen, timeout: float) -> str:
-    """`evolinstruct serve` prints "serving MODEL at URL" once the replicas answer."""
-    deadline = time.monotonic() + timeout
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 1)
-        if ready:
-            line = proc.stdout.readline().decode()
-            if not line:
-                break
-            if line.startswith("serving "):
-                return line.rsplit(" at ", 1)[1].strip()
-        if proc.poll() is not None:
-            break
-    raise RuntimeError("evolinstruct serve did not come up")
+def _wait_for_url(proc: subprocess.Popen, log: Path, timeout: float) -> str:
+    """`evolinstruct serve` prints "serving MODEL at URL" once the replicas answer. Its output goes on to `log`
+    (a thread drains the pipe for as long as it runs, so the server never blocks on a full pipe)."""
+    found: list[str] = []
+    ready = threading.Event()
+
+    def drain() -> None:
+        assert proc.stdout is not None
+        with open(log, "wb") as f:
+            for raw in proc.stdout:
+                f.write(raw)
+                line = raw.decode(errors="replace")
+                if line.startswith("serving ") and " at " in line and not found:
+                    found.append(line.rsplit(" at ", 1)[1].strip())
+                    ready.set()
+        ready.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    if not ready.wait(timeout) or not found:
+        raise RuntimeError(f"evolinstruct serve did not come up (see {log})")
+    return found[0]
 
 
 def _digest(path: Path) -> str | None:

@@ -389,11 +389,12 @@ class RunStore:
             for table in ("calls", "failures", "records", "chains", "scores"):
                 if not other.has_table(table):
                     continue
-                rows = other.db.execute(f"SELECT * FROM {table}").fetchall()  # noqa: S608 - our own table names
-                if rows:
-                    marks = ", ".join("?" * len(rows[0]))
+                cursor = other.db.execute(f"SELECT * FROM {table}")  # noqa: S608 - our own table names
+                marks = ", ".join("?" * len(cursor.description))
+                counts[table] = 0
+                while rows := cursor.fetchmany(2000):  # streamed: a shard's calls need not fit in memory
                     self.db.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({marks})", rows)  # noqa: S608
-                counts[table] = len(rows)
+                    counts[table] += len(rows)
             # A call stored by one shard is no longer a failure in the merged run.
             self.db.execute("DELETE FROM failures WHERE key IN (SELECT key FROM calls)")
             self.db.execute("COMMIT")

@@ -30,9 +30,9 @@ def serve_cmd(
         served = start(engine, model, replicas, cpus_per_replica, tensor_parallel, address, host, port)
     except (ServeError, ValueError) as exc:
         fail(str(exc))
-    console.print(f"serving [bold]{served.model}[/] at [bold]{served.base_url}[/]", highlight=False)
+    console.print(f"serving [bold]{served.model}[/] at [bold]{served.base_url}[/]", highlight=False, soft_wrap=True)
     console.print(f"  evolinstruct evolve SEEDS -o RUN_DIR --base-url {served.base_url} --model {served.model}",
-                  highlight=False, markup=False)
+                  highlight=False, markup=False, soft_wrap=True)
     console.print("Ctrl-C stops it.")
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -79,7 +79,7 @@ def _evolve(seeds: Path, run: Path, urls: list[str]) -> list[str]:
 
 @pytest.mark.slow
 def test_three_endpoints_one_killed_and_restarted(tmp_path: Path) -> None:
-    seeds = write_seeds(tmp_path / "seeds.jsonl", 80)
+    seeds = write_seeds(tmp_path / "seeds.jsonl", 150)  # enough calls left after the restart for the probe to see it
     sims = [start_sim(latency=0.1) for _ in range(3)]
     try:
         urls = [s.url for s in sims]

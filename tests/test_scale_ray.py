@@ -116,3 +116,34 @@ def test_evolve_on_ray_survives_a_killed_shard_worker(ray_cluster: None, tmp_pat
         assert stats["seeds"] == 60 and stats["pending_failures"] == 0
     finally:
         stop_sim(sim)
+
+
+def test_evolve_ray_cli_splits_max_calls_and_a_rerun_finishes(ray_cluster: None, tmp_path: Path) -> None:
+    """`evolve --ray 2` through the CLI (in this process, so it uses the session cluster): --max-calls holds for
+    the whole run (split per shard), the stopped run resumes to the unsharded run's dataset."""
+    from typer.testing import CliRunner
+
+    from evolinstruct.cli import app
+
+    seeds = write_seeds(tmp_path / "seeds.jsonl", 30)
+    sim = start_sim(latency=0.02)
+    try:
+        base = ["evolve", str(seeds), "--base-url", sim.url, "--model", "sim", "--epochs", "2", "--concurrency", "8"]
+        whole = tmp_path / "whole"
+        done = subprocess.run([*CLI, *base, "-o", str(whole)], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        run = tmp_path / "ray"
+        env = {"COLUMNS": "250"}
+        stopped = CliRunner().invoke(app, [*base, "-o", str(run), "--ray", "2", "--max-calls", "25"], env=env)
+        assert stopped.exit_code == 0, stopped.output
+        stats = json.loads((run / "stats.json").read_text())
+        assert stats["stopped_by"] == "max_calls" and stats["llm_calls"] <= 25 and stats["stored_calls"] <= 25
+        assert [stats["shards"][k]["llm_calls"] <= n for k, n in (("0/2", 13), ("1/2", 12))] == [True, True]
+        finished = CliRunner().invoke(app, [*base, "-o", str(run), "--ray", "2"], env=env)
+        assert finished.exit_code == 0, finished.output
+        assert "shard 0/2" in finished.output and "shard 1/2" in finished.output
+        assert (run / "dataset.jsonl").read_bytes() == (whole / "dataset.jsonl").read_bytes()
+        again = json.loads((run / "stats.json").read_text())
+        assert again["stopped_by"] is None and again["stored_calls"] == stats["stored_calls"] + again["llm_calls"]
+    finally:
+        stop_sim(sim)

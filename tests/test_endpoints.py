@@ -110,3 +110,44 @@ def test_three_endpoints_one_killed_and_restarted(tmp_path: Path) -> None:
     finally:
         for sim in sims:
             stop_sim(sim)
+
+
+@pytest.mark.slow
+def test_a_429_slows_only_its_endpoint_and_the_endpoints_file_names_models(tmp_path: Path) -> None:
+    """tests/badserver.py answers each request's first attempt with 429 and Retry-After 100000 (capped at
+    --max-retry-after 60 s): that endpoint alone is slowed, its requests move to the other at once, and the run
+    ends in seconds with the dataset of a run against the simulation server alone (the model is named per line)."""
+    import select
+    import sys
+
+    bad = subprocess.Popen([sys.executable, str(Path(__file__).with_name("badserver.py")), "--port", "0"],
+                           stdout=subprocess.PIPE, text=True, start_new_session=True)
+    sim = start_sim(latency=0.05)
+    try:
+        assert bad.stdout is not None
+        ready, _, _ = select.select([bad.stdout], [], [], 30)
+        bad_url = (bad.stdout.readline() if ready else "").split("listening on ", 1)[-1].strip() + "/v1"
+        seeds = write_seeds(tmp_path / "seeds.jsonl", 20)
+        ref, alone = tmp_path / "ref", tmp_path / "alone.txt"
+        alone.write_text(f"{sim.url} model=sim\n")  # one endpoint that names the model its own way
+        cmd = [a if a != "sim" else "fleet-model" for a in _evolve(seeds, ref, [])] + ["--endpoints", str(alone)]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        fleet = tmp_path / "fleet.txt"
+        fleet.write_text(f"{bad_url} concurrency=8 model=retry-after-huge\n{sim.url} model=sim\n")
+        run = tmp_path / "run"
+        cmd = [a if a != "sim" else "fleet-model" for a in _evolve(seeds, run, [])] + ["--endpoints", str(fleet)]
+        started = time.monotonic()
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert time.monotonic() - started < 45  # no request waited out the 60 s Retry-After
+        stats = json.loads((run / "stats.json").read_text())
+        slowed, other = stats["endpoints"][bad_url], stats["endpoints"][sim.url]
+        assert slowed["calls"] == 0 and slowed["failures_by_reason"].get("429", 0) >= 1 and slowed["ejections"] == 0
+        assert other["calls"] == stats["llm_calls"]
+        # Calls are keyed by --model, never by the endpoint or the name it serves the model under.
+        assert (run / "dataset.jsonl").read_bytes() == (ref / "dataset.jsonl").read_bytes()
+    finally:
+        stop_sim(sim)
+        bad.terminate()
+        bad.wait(timeout=10)

@@ -161,9 +161,10 @@ class OpenAIBackend:
         self._waits: dict[int, tuple[float, str]] = {}  # retry waits in progress: token -> (until, why)
         self._wait_tokens = 0
         self._warned_cap = False
-        # Several endpoints: a pool routes each attempt (models/endpoints.py). One: the direct path, as before.
+        # Several endpoints (or one with its own bound or model name): a pool routes each attempt
+        # (models/endpoints.py). A plain base URL: the direct path, as before.
         self.pool: EndpointPool | None = None
-        if len(endpoints) > 1:
+        if endpoints:
             if http_client != "aiohttp":
                 raise BackendError("several endpoints need the default http client (aiohttp)")
             self.pool = EndpointPool(endpoints, concurrency, self._probe)

@@ -33,10 +33,12 @@ def endpoint(spec: ModelSpec) -> str:
 
 
 def with_endpoints(spec: ModelSpec, endpoints: tuple[EndpointSpec, ...]) -> ModelSpec:
-    """`spec` served by several endpoints (--base-url given more than once, --endpoints FILE): the first is
-    its base URL; a backend that cannot use several endpoints is refused."""
-    if len(endpoints) <= 1:
-        return replace(spec, base_url=endpoints[0].url if endpoints else spec.base_url)
+    """`spec` served by several endpoints (--base-url given more than once, --endpoints FILE), or by one with its
+    own bound or model name: the first is its base URL; a backend that cannot use them is refused."""
+    if not endpoints:
+        return spec
+    if len(endpoints) == 1 and endpoints[0].concurrency is None and endpoints[0].model is None:
+        return replace(spec, base_url=endpoints[0].url)  # a plain --base-url
     if not hasattr(backend_class(spec.backend), "endpoint_stats"):
         raise BackendError(f"the {spec.backend} backend takes one endpoint; several need an OpenAI-compatible backend")
     spec = replace(spec, base_url=endpoints[0].url, endpoints=tuple(endpoints))

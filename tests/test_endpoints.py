@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import time
@@ -87,7 +88,8 @@ def test_three_endpoints_one_killed_and_restarted(tmp_path: Path) -> None:
         done = subprocess.run(_evolve(seeds, ref, urls[:1]), capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
         run = tmp_path / "fleet"
-        proc = subprocess.Popen(_evolve(seeds, run, urls), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(_evolve(seeds, run, urls), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "COLUMNS": "250"})
         while stored_calls(run) < 60:
             assert proc.poll() is None, proc.stderr.read()[-2000:] if proc.stderr else ""
             time.sleep(0.05)
@@ -100,6 +102,7 @@ def test_three_endpoints_one_killed_and_restarted(tmp_path: Path) -> None:
         sims[1] = start_sim(port=port, latency=0.1)  # back on the same address: the probe re-admits it
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-2000:]
+        assert "endpoints 3/3 up" in err  # the progress line's last state
         assert (run / "dataset.jsonl").read_bytes() == (ref / "dataset.jsonl").read_bytes()
         stats = json.loads((run / "stats.json").read_text())
         assert stats["pending_failures"] == 0 and stats["evolutions"]["errors"] == 0

@@ -1,7 +1,7 @@
 """Sharded runs: `evolve --shard I/N` and `evolinstruct merge`, against bench/simserver.py (deterministic answers).
 
 Two shards merged give the unsharded run's dataset.jsonl byte for byte; the merged RUN_DIR is a run that
-report and export take and evolve resumes with nothing to send; merge refuses incomplete or mixed shards.
+score, filter, report and export take and evolve resumes with nothing to send; merge refuses incomplete or mixed shards.
 """
 
 from __future__ import annotations
@@ -66,6 +66,12 @@ def test_two_shards_merged_equal_the_unsharded_run_byte_for_byte(tmp_path: Path)
         resumed = _ok(_evolve(seeds, merged, sim.url))
         assert json.loads((merged / "stats.json").read_text())["llm_calls"] == 0, resumed.stdout[-1000:]
         assert (merged / "dataset.jsonl").read_bytes() == (whole / "dataset.jsonl").read_bytes()
+        for d in (merged, whole):  # score and filter treat it as the unsharded run
+            _ok([*CLI, "score", str(d), "--heuristics"])
+            _ok([*CLI, "filter", str(d), "--no-embed", "--name", "eq"])
+        assert (merged / "dataset.jsonl").read_bytes() == (whole / "dataset.jsonl").read_bytes()
+        assert ((merged / "filtered" / "eq" / "dataset.jsonl").read_bytes()
+                == (whole / "filtered" / "eq" / "dataset.jsonl").read_bytes())
         _ok([*CLI, "report", str(merged), "--no-map"])
         _ok([*CLI, "export", str(merged), "-o", str(tmp_path / "export.jsonl")])
         assert (merged / "report.html").stat().st_size > 0 and (tmp_path / "export.jsonl").stat().st_size > 0

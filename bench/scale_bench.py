@@ -130,6 +130,7 @@ def section_shards(args, bench: ModuleType) -> dict:
                 shard_seconds = [json.loads((run / "shards" / str(i) / "stats.json").read_text())["seconds"]
                                  for i in range(2)]
                 row["shard_seconds"] = shard_seconds
+                row["ray_seconds"] = json.loads((run / "stats.json").read_text()).get("ray_seconds")
             else:
                 row["run_seconds"] = json.loads((run / "stats.json").read_text())["seconds"]
             row["dataset_sha"] = _digest(run / "dataset.jsonl")

@@ -114,6 +114,7 @@ def test_evolve_on_ray_survives_a_killed_shard_worker(ray_cluster: None, tmp_pat
         assert stored_calls(shard0) == killed["stored"] + finished[0]["llm_calls"]
         assert (run / "dataset.jsonl").read_bytes() == (whole / "dataset.jsonl").read_bytes()
         assert stats["seeds"] == 60 and stats["pending_failures"] == 0
+        assert set(stats["ray_seconds"]) == {"ray_start", "shards", "merge"}
     finally:
         stop_sim(sim)
 

@@ -14,6 +14,7 @@ reaches its share stops while others may still have some left.
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 from ..evolve.config import EvolveConfig
 from ..evolve.merge import merge_runs
 from ..evolve.run import run_evolve
+from ..rundir import write_stats
 
 SHARDS_DIR = "shards"
 MAX_RETRIES = 3  # Ray retries a shard whose worker died this many times
@@ -60,9 +62,11 @@ def evolve_on_ray(config: EvolveConfig, run_dir: Path, shards: int, address: str
         raise ValueError("--ray needs 1 or more shards")
     run_dir = Path(run_dir).resolve()
     started = False
+    clock = time.perf_counter()
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
         started = True
+    phases = {"ray_start": time.perf_counter() - clock}
     try:
         task = ray.remote(max_retries=max_retries, num_cpus=cpus_per_shard)(run_shard)
         dirs = shard_dirs(run_dir, shards)
@@ -79,7 +83,13 @@ def evolve_on_ray(config: EvolveConfig, run_dir: Path, shards: int, address: str
                 raise
             if on_shard is not None:
                 on_shard(index, stats)
-        return merge_runs(dirs, run_dir)
+        phases["shards"] = time.perf_counter() - clock - phases["ray_start"]
+        merged = merge_runs(dirs, run_dir)
+        phases["merge"] = time.perf_counter() - clock - phases["ray_start"] - phases["shards"]
+        # Where the wall time went (stats.json "ray_seconds"): starting or joining Ray, the shards, the merge.
+        merged["ray_seconds"] = {k: round(v, 3) for k, v in phases.items()}
+        write_stats(run_dir, merged)
+        return merged
     finally:
         if started:
             ray.shutdown()

@@ -6,7 +6,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -17,6 +17,9 @@ from ..seeds import SeedError
 from ..store import ConfigMismatch, StoreError
 from . import display
 from .console import console, fail, stops_cleanly
+
+if TYPE_CHECKING:
+    from ..evolve.config import EvolveConfig
 
 
 def evolve(
@@ -64,7 +67,7 @@ def evolve(
     prices: Annotated[Path | None, typer.Option(help='Price table JSON: {"MODEL or *": {"input": USD/1M tokens, "output": USD/1M tokens}}.')] = None,
     estimate: Annotated[bool, typer.Option("--estimate", help="Print the planned calls, tokens, cost (online and batch) and time, send nothing and write nothing.")] = False,
     shard: Annotated[str | None, typer.Option(help="I/N: run only shard I of N (the seeds whose record id hashes to it) into its own RUN_DIR; join the shards with `evolinstruct merge` (docs/SCALE.md).")] = None,
-    ray: Annotated[int | None, typer.Option("--ray", min=1, help="Run N shards as Ray tasks (RUN_DIR/shards/I), then merge them into RUN_DIR; needs the [ray] extra (docs/SCALE.md).")] = None,
+    ray: Annotated[int | None, typer.Option("--ray", min=2, help="Run N shards as Ray tasks (RUN_DIR/shards/I), then merge them into RUN_DIR; needs the [ray] extra (docs/SCALE.md).")] = None,
     ray_address: Annotated[str | None, typer.Option(help="--ray: the cluster to join (auto, ray://HOST:10001); default: start a local one.")] = None,
     latency: Annotated[float | None, typer.Option(min=0.0, help="Seconds per call for --estimate's time range (default: the mean stored in RUN_DIR; without either, no time range).")] = None,
 ) -> None:
@@ -183,11 +186,13 @@ def _fleet(urls: list[str], endpoints_file: Path | None) -> tuple[EndpointSpec, 
     """The endpoints of --base-url (each given) and --endpoints FILE, in that order, each once."""
     from ..models.endpoints import parse_endpoints_file
 
-    fleet = [EndpointSpec(url=u.rstrip("/")) for u in urls]
+    given = [EndpointSpec(url=u.rstrip("/")) for u in urls]
     if endpoints_file is not None:
-        fleet += parse_endpoints_file(endpoints_file)
-    seen: set[str] = set()
-    return tuple(e for e in fleet if not (e.url in seen or seen.add(e.url)))
+        given += parse_endpoints_file(endpoints_file)
+    fleet: dict[str, EndpointSpec] = {}
+    for e in given:
+        fleet.setdefault(e.url, e)
+    return tuple(fleet.values())
 
 
 def _shard(shard: str | None, ray: int | None) -> tuple[int, int]:
@@ -202,7 +207,7 @@ def _shard(shard: str | None, ray: int | None) -> tuple[int, int]:
     return int(i), int(n)
 
 
-def _evolve_on_ray(config, out: Path, shards: int, address: str | None) -> None:
+def _evolve_on_ray(config: EvolveConfig, out: Path, shards: int, address: str | None) -> None:
     """--ray N: every shard as a Ray task, then one merged run in RUN_DIR."""
     try:
         from ..scale.ray_run import evolve_on_ray

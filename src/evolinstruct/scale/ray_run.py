@@ -58,8 +58,8 @@ def evolve_on_ray(config: EvolveConfig, run_dir: Path, shards: int, address: str
     """Run every shard as a Ray task, then merge them into `run_dir`; returns the merged stats."""
     import ray
 
-    if shards < 1:
-        raise ValueError("--ray needs 1 or more shards")
+    if shards < 2:
+        raise ValueError("--ray needs 2 or more shards (one shard is a plain evolve run)")
     run_dir = Path(run_dir).resolve()
     started = False
     clock = time.perf_counter()

@@ -12,6 +12,7 @@ from .eval import eval_app
 from .evolve import evolve
 from .export import export_cmd
 from .filter import filter_cmd
+from .optimize import optimize
 from .report import report_cmd
 from .score import score
 from .train import train_cmd
@@ -30,6 +31,7 @@ app.command("train")(train_cmd)
 app.command("score")(score)
 app.command("report")(report_cmd)
 app.command("filter")(filter_cmd)
+app.command("optimize")(optimize)
 app.add_typer(eval_app, name="eval")
 
 

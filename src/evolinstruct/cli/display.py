@@ -296,3 +296,60 @@ def print_estimate(plan: dict[str, Any]) -> None:
     for line in lines:
         console.print(escape(line), highlight=False)
     console.print("nothing was sent and nothing was written")
+
+
+# ---------------------------------------------------------------------------------------------- optimize
+def optimize_event(event: dict[str, Any]) -> str:
+    """One line per finished optimization step, or per holdout side started."""
+    if event["event"] == "holdout":
+        return f"holdout: evolving the held-out seeds with the {event['side']} method"
+    dev = event["dev"]
+    verdict = (f"candidate {event['accepted']} accepted" + ("" if event["changed"] else " (same method)")
+               if event["accepted"] is not None else "kept the current method")
+    return (f"step {event['step']}: current success {dev['success']:.2f} (paper {dev['success_paper']:.2f}, rules "
+            f"{dev['success_rules']:.2f}), score {dev['score']:.3f}; {verdict}; {event['calls_sent']} calls sent, "
+            f"{event['cache_hits']} from the store, {event['seconds']:.1f} s")
+
+
+def holdout_table(holdout: dict[str, Any]) -> Table:
+    """The held-out seeds evolved with the initial and the final method, side by side."""
+    initial, final = holdout.get("initial") or {}, holdout.get("final") or {}
+    table = Table(title=f"holdout: {holdout['seeds']} seeds x {holdout['epochs']} epoch(s)", title_justify="left")
+    table.add_column("")
+    table.add_column("initial method", justify="right")
+    table.add_column("final method", justify="right")
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f}%"
+
+    def num(v: float | None) -> str:
+        return "-" if v is None else f"{v:g}"
+
+    table.add_row("evolutions", num(initial.get("evolutions")), num(final.get("evolutions")))
+    table.add_row("kept", num(initial.get("kept")), num(final.get("kept")))
+    table.add_row("eliminated", pct(initial.get("elimination_rate")), pct(final.get("elimination_rate")))
+    reasons = sorted(set(initial.get("elimination_by_reason", {})) | set(final.get("elimination_by_reason", {})))
+    for reason in reasons:
+        table.add_row(f"  {reason}", pct(initial.get("elimination_by_reason", {}).get(reason, 0.0)),
+                      pct(final.get("elimination_by_reason", {}).get(reason, 0.0)))
+    table.add_row("mean instruction chars (kept)", num(initial.get("mean_instruction_chars")),
+                  num(final.get("mean_instruction_chars")))
+    table.add_row("calls per kept evolution", num(initial.get("calls_per_kept")), num(final.get("calls_per_kept")))
+    return table
+
+
+def print_optimize_summary(stats: dict[str, Any], out: Path) -> None:
+    init, final = stats.get("initial"), stats.get("final")
+    if stats.get("stopped_by"):
+        console.print(f"[yellow]stopped by {stats['stopped_by']}[/] after {stats['steps_done']} of "
+                      f"{stats['steps_planned']} steps: rerun the same command to resume.")
+    if init and final:
+        console.print(f"dev success {init['success']:.2f} -> {final['success']:.2f} (paper {init['success_paper']:.2f} -> "
+                      f"{final['success_paper']:.2f}, rules {init['success_rules']:.2f} -> {final['success_rules']:.2f}), "
+                      f"score {init['score']:.3f} -> {final['score']:.3f}; accepted steps: "
+                      f"{', '.join(map(str, stats['accepted_steps'])) or 'none'}", highlight=False)
+    if stats.get("holdout"):
+        console.print(holdout_table(stats["holdout"]))
+    console.print(f"{stats['llm_calls']} calls sent, {stats['cache_hits']} from the store; method: "
+                  f"{out / 'method.json'} (evolve --templates {out / 'method.json'}); report: evolinstruct report {out}",
+                  highlight=False)

@@ -188,7 +188,7 @@ class Chain:
         evolved = await self.roles.evolver("evolve", request, self._remaining(epoch, 2))
         if not evolved.ok:
             return fail("evolve", evolved)
-        child.instruction = evolved.text.strip()
+        child.instruction = t.extract(op, evolved.text)  # the whole answer, or after a final marker
 
         # Cheap rules first: they need no further call and no later rule could save the child.
         verdict = self.rules.check_truncated(evolved.finish_reason) or self.rules.check_instruction(child.instruction)

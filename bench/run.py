@@ -15,7 +15,8 @@ A full run rewrites docs/BENCHMARKS.md; `--quick` (about 2 minutes) only prints,
 
 Other sections (`--sections`): `throughput` (default), `faults` (faults on, then resume with faults
 off, and check the accounting), `scale` (peak RSS on 5K vs 52K seeds), `local` (the embedded engine's
-tokens/s batched vs unbatched). Calls and tokens per kept example are reported for every evolinstruct
+tokens/s batched vs unbatched), `optimize` (`evolinstruct optimize` per step at C=64 against its
+ideal, bench/optimize_bench.py). Calls and tokens per kept example are reported for every evolinstruct
 run (from its stats.json). Raw results go to bench/results/ (gitignored).
 
 Everything runs on 127.0.0.1, with a timeout on every child; children run in their own process
@@ -581,6 +582,18 @@ def section_local(args) -> dict:
     return out
 
 
+def section_optimize(args) -> dict:
+    """`evolinstruct optimize` at C=64: calls and seconds per step against its dependency structure's ideal
+    (bench/optimize_bench.py, issue 15)."""
+    sys.path.insert(0, str(BENCH))
+    from optimize_bench import markdown, run_section
+
+    result = run_section(steps=2 if args.quick else 3, seeds=args.seeds_file, timeout=args.timeout)
+    console.print(markdown(result), highlight=False)
+    console.print(f"every step >= {result['target']} of its ideal: {'yes' if result['ok'] else 'NO'}")
+    return result
+
+
 # ---------------------------------------------------------------------------------------- reporting
 def machine_info() -> dict:
     cpu = ""
@@ -871,7 +884,7 @@ def redo_from_json(args) -> int:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small smoke run (under 2 minutes): 200 seeds, 1 epoch, config A only")
-    p.add_argument("--sections", default="throughput", help="comma list: throughput, faults, scale, local, or all")
+    p.add_argument("--sections", default="throughput", help="comma list: throughput, faults, scale, local, optimize, or all")
     p.add_argument("--seeds-file", type=Path, default=SEEDS)
     p.add_argument("--seeds-a", type=int, default=500, help="seeds for C=256 L=0.5")
     p.add_argument("--seeds-b", type=int, default=2048, help="seeds for C=1024 L=1.0 (more than C, so C chains can be in flight)")
@@ -899,7 +912,8 @@ def main() -> int:
     if "distilabel" not in args.tools:
         args.no_distilabel = True
     args.evolinstruct_args = args.evolinstruct_args.split()
-    sections = {"throughput", "faults", "scale", "local"} if args.sections == "all" else set(args.sections.split(","))
+    sections = ({"throughput", "faults", "scale", "local", "optimize"} if args.sections == "all"
+                else set(args.sections.split(",")))
     if args.from_json:
         return redo_from_json(args)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -928,6 +942,8 @@ def main() -> int:
         report["scale"] = section_scale(args)
     if "local" in sections:
         report["local"] = section_local(args)
+    if "optimize" in sections:
+        report["optimize"] = section_optimize(args)
     report["seconds"] = round(time.perf_counter() - started, 1)
 
     if report["throughput"]:

@@ -11,6 +11,8 @@ the same latency draw and the same text, whatever the client, concurrency or ord
   - Answers that the Evol-Instruct elimination rules keep: an evolving prompt ('Rewritten Prompt' /
     'Created Prompt') gets a new instruction made from the given prompt's words plus a harder suffix;
     an equality prompt ('Equal or Not Equal') gets "Not Equal" (or "Equal" for a `--rate-equal` share);
+    Auto Evol-Instruct's prompts (`evolinstruct optimize`): an evolving method gets a '#Finally Rewritten
+    Instruction#:' line, a method optimization gets the method with one more rule in an Optimized Method block;
     anything else gets a 40-80 word answer, truncated to `max_tokens` words.
     `usage` counts whitespace words.
   - Faults, decided per attempt (hash of the body and of how many times this server has seen that
@@ -137,6 +139,13 @@ def make_evolution(prompt: str, rng: random.Random) -> str:
     return f"{core}{rng.choice(SUFFIXES)}."
 
 
+def make_method(prompt: str, rng: random.Random) -> str:
+    """Auto Evol-Instruct's optimizer: the given method with one more rule, in an Optimized Method block."""
+    method = prompt.rsplit("```Method\n", 1)[-1].rsplit("```", 1)[0]
+    rule = f"Rule {rng.randint(1, 999)}: the rewritten instruction must stay self-contained{rng.choice(SUFFIXES)}.\n"
+    return f"Here is the optimized method.\n```Optimized Method\n{rule}{method}```\n"
+
+
 def make_answer(prompt: str, rng: random.Random) -> str:
     pwords = [w for w in _WORDS_OK.findall(prompt[:600]) if w.isalpha() and len(w) > 3][:30]
     n = rng.randint(40, 80)
@@ -232,6 +241,10 @@ class Sim:
         prompt = _text_of(messages)
         if "Equal or Not Equal" in prompt:
             kind = "equality"
+        elif "```Optimized Method" in prompt and "```Method\n" in prompt:
+            kind = "optimize"  # Auto Evol-Instruct's method optimization (evolinstruct optimize)
+        elif "#Finally Rewritten Instruction#" in prompt:
+            kind = "auto_evolve"  # an evolving method of Auto Evol-Instruct
         elif "Rewritten Prompt" in prompt or "Created Prompt" in prompt:
             kind = "evolve"
         else:
@@ -273,6 +286,12 @@ class Sim:
                 text = "Equal" if _uniform(h + i, 11) < self.args.rate_equal else "Not Equal"
             elif kind == "evolve":
                 text = make_evolution(prompt, rng)
+            elif kind == "optimize":
+                text = make_method(prompt, rng)
+            elif kind == "auto_evolve":
+                given = prompt.rsplit("#Instruction#:", 1)[-1]
+                evolved = make_evolution(given, rng).rstrip(".")  # a variant per request: no two methods agree
+                text = f"Step 1\n#Methods List#: ...\nStep 4\n#Finally Rewritten Instruction#: {evolved} (variant {rng.randrange(10**6)})."
             else:
                 text = make_answer(prompt, rng)
             words = text.split()

@@ -271,3 +271,25 @@ def test_cli_compares_the_holdout_with_the_initial_and_the_final_method(tmp_path
         assert (out / "holdout" / side / "dataset.jsonl").exists()
     assert "holdout: 3 seeds" in result.output and "calls per kept evolution" in result.output
     assert "step 1:" in result.output
+
+
+def test_report_draws_the_optimization(tmp_path, scripted):
+    from typer.testing import CliRunner
+
+    from evolinstruct.cli import app
+
+    cfg = config(seeds_file(tmp_path), steps=2)
+    dev = dev_texts(cfg)
+    scripted(*World(cfg, {(1, 0): "METHOD BAD", (1, 1): "METHOD GOOD"}, init_fails=(dev[0],),
+                    bad_fails=tuple(dev[:2])).rules())
+    run_optimize(cfg, tmp_path / "opt")
+    page = tmp_path / "r" / "report.html"
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "opt"), "-o", str(page)])
+    assert result.exit_code == 0, result.output
+    html = page.read_text()
+    assert "<script" not in html and "http://" not in html and "https://" not in html  # self-contained
+    assert "Step 1: candidate 1 accepted" in html and "accepted at step 1" in html
+    assert "+ METHOD GOOD" in html and "- You are an Instruction Rewriter" in html  # the diff
+    assert "accepted, same method" in html  # step 2: no block, the method stays
+    bad = CliRunner().invoke(app, ["report", str(tmp_path / "nothing"), "-o", str(page)])
+    assert bad.exit_code == 2

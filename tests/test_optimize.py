@@ -61,7 +61,8 @@ class World:
         self.init_fails, self.bad_fails = init_fails, bad_fails
 
     def rules(self) -> list[tuple]:
-        return [(self.is_optimization, self.optimize), (self.is_analysis, "Case 0 failed: it copied the words."),
+        return [(r"rate the difficulty and complexity", lambda p: "8" if "Explain in depth." in p.text else "4"),
+                (self.is_optimization, self.optimize), (self.is_analysis, "Case 0 failed: it copied the words."),
                 (self.is_evolving, self.evolve), (self.is_answer, self.answer)]
 
     @staticmethod
@@ -260,17 +261,18 @@ def test_cli_compares_the_holdout_with_the_initial_and_the_final_method(tmp_path
     out = tmp_path / "opt"
     result = CliRunner().invoke(app, ["optimize", seeds, "-o", str(out), "--steps", "1", "--candidates", "2",
                                       "--batch-size", "3", "--dev-size", "4", "--holdout", "3", "--seed", "3",
-                                      "--evol-backend", "scripted", "--evol-model", "s"])
+                                      "--evol-backend", "scripted", "--evol-model", "s", "--difficulty"])
     assert result.exit_code == 0, result.output
     stats = json.loads((out / "stats.json").read_text())
     hold = stats["holdout"]
     assert hold["seeds"] == 3 and hold["initial"]["evolutions"] == 3 and hold["final"]["evolutions"] == 3
     # the final method asks for more: its kept instructions are longer
     assert hold["final"]["mean_instruction_chars"] > hold["initial"]["mean_instruction_chars"]
+    assert hold["initial"]["mean_difficulty"] == 4 and hold["final"]["mean_difficulty"] == 8
     for side in ("initial", "final"):
         assert (out / "holdout" / side / "dataset.jsonl").exists()
     assert "holdout: 3 seeds" in result.output and "calls per kept evolution" in result.output
-    assert "step 1:" in result.output
+    assert "step 1:" in result.output and "mean difficulty (kept)" in result.output
 
 
 def test_report_draws_the_optimization(tmp_path, scripted):

@@ -334,6 +334,8 @@ def holdout_table(holdout: dict[str, Any]) -> Table:
                       pct(final.get("elimination_by_reason", {}).get(reason, 0.0)))
     table.add_row("mean instruction chars (kept)", num(initial.get("mean_instruction_chars")),
                   num(final.get("mean_instruction_chars")))
+    if initial.get("mean_difficulty") is not None or final.get("mean_difficulty") is not None:
+        table.add_row("mean difficulty (kept)", num(initial.get("mean_difficulty")), num(final.get("mean_difficulty")))
     table.add_row("calls per kept evolution", num(initial.get("calls_per_kept")), num(final.get("calls_per_kept")))
     return table
 

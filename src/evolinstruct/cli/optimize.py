@@ -24,6 +24,7 @@ def optimize(
     rounds: Annotated[int, typer.Option(min=1, help="Trajectory length l: evolution rounds per training instruction.")] = 1,
     holdout: Annotated[int, typer.Option(min=0, help="Held-out seeds evolved at the end with the initial and the final method, for the comparison (0: none).")] = 10,
     holdout_epochs: Annotated[int, typer.Option(min=1, help="Epochs of the holdout evolve runs.")] = 1,
+    difficulty: Annotated[bool, typer.Option("--difficulty", help="Also compare the holdout's mean difficulty (the paper's difficulty prompt by the evolving model, one call per record).")] = False,
     seed: Annotated[int, typer.Option(help="Run seed: the split, the minibatches and every sampling seed derive from it.")] = 0,
     failure: Annotated[str, typer.Option(help="What makes a dev evolution fail: paper (Auto Evol-Instruct's detector on the answer), rules (evolve's elimination rules with the equality judge) or both. Both success rates are reported either way.")] = "both",
     evol_model: Annotated[str | None, typer.Option(help="The model that evolves and answers (default: the embedded model).")] = None,
@@ -62,7 +63,7 @@ def optimize(
         assert opt is not None
         config = OptimizeConfig(
             seeds=str(seeds), steps=steps, candidates=candidates, batch_size=batch_size, dev_size=dev_size,
-            rounds=rounds, holdout=holdout, holdout_epochs=holdout_epochs, seed=seed, failure=failure,
+            rounds=rounds, holdout=holdout, holdout_epochs=holdout_epochs, difficulty=difficulty, seed=seed, failure=failure,
             max_tokens=max_tokens, temperature=temperature, top_p=top_p, optimizer_temperature=optimizer_temperature,
             column=column, input_column=input_column or None, input_separator=SEPARATORS[input_separator],
             evol=evol, optimizer=opt,

@@ -58,6 +58,7 @@ class OptimizeConfig:
     rounds: int = 1  # trajectory length l
     holdout: int = 10  # seeds evolved with the initial and the final method at the end (0: no comparison)
     holdout_epochs: int = 1
+    difficulty: bool = False  # score the holdout sides' difficulty (the paper's prompt, one call per record)
     seed: int = 0
     failure: str = "both"
     max_tokens: int = 1500  # the official optimizer's, for every call

@@ -154,6 +154,7 @@ def holdout_table(holdout: dict[str, Any]) -> str:
                      _pct(final.get("elimination_by_reason", {}).get(reason, 0.0))))
     rows += [("mean instruction chars (kept)", str(init.get("mean_instruction_chars") or "-"),
               str(final.get("mean_instruction_chars") or "-")),
+             ("mean difficulty (kept)", str(init.get("mean_difficulty") or "-"), str(final.get("mean_difficulty") or "-")),
              ("calls per kept evolution", str(init.get("calls_per_kept") or "-"), str(final.get("calls_per_kept") or "-"))]
     body = "".join(f"<tr><td>{a}</td><td>{b}</td><td>{c}</td></tr>" for a, b, c in rows)
     return (f"<p class=\"lead\">{holdout['seeds']} held-out seeds x {holdout['epochs']} epoch(s), every elimination rule on "

@@ -206,6 +206,12 @@ def test_method_json_is_a_template_set_that_evolve_uses(tmp_path, scripted):
     rows = [json.loads(x) for x in (run / "dataset.jsonl").read_text().splitlines()]
     evolved = [r["instruction"] for r in rows if r["epoch"] == 1]
     assert evolved and all(i.endswith("Explain in depth.") and "#" not in i for i in evolved)  # after the marker
+    from evolinstruct.report import build_report
+
+    build_report(run, tmp_path / "report.html", diversity_map=False)
+    html = (tmp_path / "report.html").read_text()
+    operations = html[html.index('<section id="operations">'):]
+    assert METHOD_OP in operations[: operations.index("</section>")]  # the learned method is its own op
 
 
 def test_split_is_disjoint_and_drawn_from_the_seed(tmp_path):

@@ -25,8 +25,8 @@ SIMSERVER = Path(__file__).resolve().parents[1] / "bench" / "simserver.py"
 
 def test_embedded_model_full_loop_then_evolve_with_the_method(tmp_path):
     out = tmp_path / "opt"
-    cfg = OptimizeConfig(seeds=str(EXAMPLES), steps=2, candidates=2, batch_size=2, dev_size=2, holdout=2,
-                         max_tokens=16, seed=1)
+    cfg = OptimizeConfig(seeds=str(EXAMPLES), steps=2, candidates=2, batch_size=1, dev_size=2, holdout=1,
+                         max_tokens=8, seed=1)
     stats = run_optimize(cfg, out)
     rows = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and stats["steps_done"] == 2
@@ -34,22 +34,22 @@ def test_embedded_model_full_loop_then_evolve_with_the_method(tmp_path):
     for before, after in zip(rows, rows[1:], strict=False):
         assert after["method"] == before["method_after"]  # each step starts from the last one's method
     for r in rows:
-        assert len(r["candidates"]) == 2 and len(r["trajectory"]) == 2
+        assert len(r["candidates"]) == 2 and len(r["trajectory"]) == 1
         dev = r["dev"]
         assert 0 <= dev["success"] <= 1 and dev["n"] == 2
-        assert dev["success"] == min(dev["success_paper"], dev["success_rules"]) or dev["success"] <= dev["success_rules"]
+        assert dev["success"] <= min(dev["success_paper"], dev["success_rules"])  # --failure both: failed by either
         accepted = r["accepted"]
         expected = (r["candidates"][accepted]["method"] or r["method"]) if accepted is not None else r["method"]
         assert r["method_after"] == expected
     method = json.loads((out / "method.json").read_text())
     assert method["operations"][METHOD_OP]["method"] == rows[-1]["method_after"]
-    assert set(stats["holdout"]) >= {"initial", "final"} and stats["holdout"]["initial"]["evolutions"] == 2
+    assert set(stats["holdout"]) >= {"initial", "final"} and stats["holdout"]["initial"]["evolutions"] == 1
     assert stats["llm_calls"] == stats["stored_calls"]  # one run: every call sent once and stored
 
     run = tmp_path / "run"
     evolved = run_evolve(EvolveConfig(source=Source(seeds=str(EXAMPLES), limit=2),
                                       algorithm=Algorithm(epochs=1, templates=str(out / "method.json")),
-                                      sampling=SamplingConfig(max_tokens=16)), run)
+                                      sampling=SamplingConfig(max_tokens=8)), run)
     assert evolved["seeds"] == 2 and evolved["evolutions"]["attempted"] == 2
     assert set(evolved["by_op"]) == {METHOD_OP}
 

@@ -80,6 +80,11 @@ def optimize(
             console.print(f"{label}: {steps} steps x {candidates} candidates; train {event['train']}, dev "
                           f"{event['dev']}, holdout {event['holdout']} seeds; evolving with {evol.label} "
                           f"({endpoint(evol)}), optimizer {opt.label} ({endpoint(opt)}) -> {out}", highlight=False)
+        elif kind == "candidate":
+            dev = event["dev"]
+            what = "a new method" if event["optimized"] else "no Optimized Method block: the current method"
+            console.print(f"  step {event['step']} candidate {event['index']}: {what}, success {dev['success']:.2f}, "
+                          f"score {dev['score']:.3f}", highlight=False, style="dim")
         elif kind in ("step_done", "holdout"):
             console.print(display.optimize_event(event), highlight=False)
 

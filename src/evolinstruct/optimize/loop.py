@@ -88,14 +88,16 @@ class OptimizeConfig:
             raise ValueError("--max-cost needs --prices FILE (a price table) to know what calls cost")
 
     def bound(self, seeds_digest: str) -> dict[str, Any]:
-        """What an OPT_DIR is bound to: everything that changes the method, except how many steps to run."""
+        """What an OPT_DIR is bound to: everything that changes the method or the holdout runs (whose RUN_DIRs
+        are bound too: better refused here, at once), except how many steps to run and --difficulty."""
         def model(spec: ModelSpec) -> dict[str, Any]:
             return {"backend": spec.backend, "model": spec.model}
 
         return {
             "seeds_file": Path(self.seeds).name, "seeds_sha256": seeds_digest, "seed": self.seed,
             "candidates": self.candidates, "batch_size": self.batch_size, "dev_size": self.dev_size,
-            "rounds": self.rounds, "holdout": self.holdout, "failure": self.failure,
+            "rounds": self.rounds, "holdout": self.holdout, "holdout_epochs": self.holdout_epochs,
+            "failure": self.failure,
             "max_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p,
             "optimizer_temperature": self.optimizer_temperature, "judge_max_tokens": self.judge_max_tokens,
             "column": self.column, "input_column": self.input_column, "input_separator": self.input_separator,

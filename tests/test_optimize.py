@@ -301,3 +301,14 @@ def test_report_draws_the_optimization(tmp_path, scripted):
     assert "accepted, same method" in html  # step 2: no block, the method stays
     bad = CliRunner().invoke(app, ["report", str(tmp_path / "nothing"), "-o", str(page)])
     assert bad.exit_code == 2
+
+
+def test_same_history_at_any_concurrency(tmp_path, scripted):
+    cfg = config(seeds_file(tmp_path), steps=2, candidates=3)
+    dev = dev_texts(cfg)
+    scripted(*World(cfg, {(1, 0): "METHOD BAD", (1, 1): "METHOD GOOD", (2, 2): "METHOD TWIN"}, init_fails=(dev[0],),
+                    bad_fails=tuple(dev[:2])).rules())
+    run_optimize(cfg, tmp_path / "wide")
+    run_optimize(config(cfg.seeds, steps=2, candidates=3, transport=Transport(concurrency=1)), tmp_path / "narrow")
+    for name in ("history.jsonl", "method.json"):
+        assert (tmp_path / "wide" / name).read_bytes() == (tmp_path / "narrow" / name).read_bytes(), name

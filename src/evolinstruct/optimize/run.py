@@ -15,10 +15,9 @@ from .loop import Event, OptimizeConfig, optimize_async, read_all_seeds, split_s
 def run_optimize(config: OptimizeConfig, out: str | Path, on_event: Event | None = None) -> dict[str, Any]:
     """Run (or resume) an optimization into `out`; then, unless stopped early or --holdout 0, the holdout
     comparison (holdout.py). Returns stats.json's content."""
-    out = make_output_dir(out)
     events = on_event or (lambda _e: None)
-    seeds = read_all_seeds(config)
-    split = split_seeds(seeds, config)
+    split = split_seeds(read_all_seeds(config), config)  # bad seeds or sizes fail before anything is written
+    out = make_output_dir(out)
     stats = asyncio.run(optimize_async(config, out, split, events))
     if config.holdout and not stats["stopped_by"]:
         remaining = None if config.max_calls is None else max(0, config.max_calls - stats["llm_calls"])

@@ -41,6 +41,9 @@ from collections import Counter
 
 from aiohttp import web
 
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
+from simbatch import add_batch_args, add_batch_routes  # noqa: E402 - beside this file
+
 try:  # optional speed-ups; the server works without them
     import orjson
 
@@ -117,6 +120,14 @@ def _text_of(messages) -> str:
         elif isinstance(c, list):  # content parts
             parts.extend(p.get("text", "") for p in c if isinstance(p, dict))
     return "\n".join(parts)
+
+
+def _kind(prompt: str) -> str:
+    if "Equal or Not Equal" in prompt:
+        return "equality"
+    if "Rewritten Prompt" in prompt or "Created Prompt" in prompt:
+        return "evolve"
+    return "answer"
 
 
 def make_evolution(prompt: str, rng: random.Random) -> str:
@@ -230,12 +241,7 @@ class Sim:
             return web.json_response({"error": {"message": "simulated server error"}}, status=500)
 
         prompt = _text_of(messages)
-        if "Equal or Not Equal" in prompt:
-            kind = "equality"
-        elif "Rewritten Prompt" in prompt or "Created Prompt" in prompt:
-            kind = "evolve"
-        else:
-            kind = "answer"
+        kind = _kind(prompt)
         self.by_kind[kind] += 1
         delay = self.latency(h)
         if fault == "slow":
@@ -262,25 +268,21 @@ class Sim:
                 transport.abort()  # RST/close without any response bytes
             raise asyncio.CancelledError  # aiohttp treats this as a lost connection: nothing is written
 
+        out = self.completion(payload, h, attempt)
+        return web.Response(body=_dumps(out), content_type="application/json")
+
+    def completion(self, payload: dict, h: int, attempt: int = 0) -> dict:
+        """A chat.completion for a request body whose bytes hash to `h` (online and batch lines alike)."""
+        prompt = _text_of(payload.get("messages"))
+        kind = _kind(prompt)
         n = max(1, int(payload.get("n") or 1))
         max_tokens = payload.get("max_tokens") or payload.get("max_completion_tokens") or 1 << 30
         prompt_tokens = len(prompt.split())
         choices = []
         completion_tokens = 0
         for i in range(n):
-            rng = random.Random(h + i)
-            if kind == "equality":
-                text = "Equal" if _uniform(h + i, 11) < self.args.rate_equal else "Not Equal"
-            elif kind == "evolve":
-                text = make_evolution(prompt, rng)
-            else:
-                text = make_answer(prompt, rng)
-            words = text.split()
-            finish = "stop"
-            if len(words) > max_tokens:
-                text, finish = " ".join(words[:max_tokens]), "length"
-                words = words[:max_tokens]
-            completion_tokens += len(words)
+            text, finish, words = self.text(kind, prompt, h + i, max_tokens)
+            completion_tokens += words
             choices.append({
                 "index": i, "message": {"role": "assistant", "content": text},
                 "logprobs": None, "finish_reason": finish,
@@ -288,7 +290,7 @@ class Sim:
         self.completed += 1
         self.prompt_tokens += prompt_tokens
         self.completion_tokens += completion_tokens
-        out = {
+        return {
             "id": f"chatcmpl-{h:016x}{attempt}",
             "object": "chat.completion",
             "created": int(time.time()),
@@ -300,7 +302,22 @@ class Sim:
                 "total_tokens": prompt_tokens + completion_tokens,
             },
         }
-        return web.Response(body=_dumps(out), content_type="application/json")
+
+    def text(self, kind: str, prompt: str, h: int, max_tokens: int) -> tuple[str, str, int]:
+        """(text, finish_reason, words) of one answer: a function of the request's hash alone."""
+        rng = random.Random(h)
+        if kind == "equality":
+            text = "Equal" if _uniform(h, 11) < self.args.rate_equal else "Not Equal"
+        elif kind == "evolve":
+            text = make_evolution(prompt, rng)
+        else:
+            text = make_answer(prompt, rng)
+        words = text.split()
+        finish = "stop"
+        if len(words) > max_tokens:
+            text, finish = " ".join(words[:max_tokens]), "length"
+            words = words[:max_tokens]
+        return text, finish, len(words)
 
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [
@@ -350,6 +367,7 @@ def build_app(args: argparse.Namespace) -> web.Application:
     app.router.add_get("/models", sim.models)
     app.router.add_get("/stats", sim.stats)
     app.router.add_post("/stats/reset", sim.reset_stats)
+    add_batch_routes(app, sim, args, _hash)  # provider batch APIs (bench/simbatch.py)
     return app
 
 
@@ -372,6 +390,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fault-seed", type=int, default=0, help="another deterministic fault pattern")
     p.add_argument("--backlog", type=int, default=4096)
     p.add_argument("--trace", default=None, help="append one line per attempt (time, body hash, attempt, fault) here")
+    add_batch_args(p)
     args = p.parse_args(argv)
     if args.retry_after == int(args.retry_after):
         args.retry_after = int(args.retry_after)

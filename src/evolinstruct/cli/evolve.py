@@ -60,6 +60,9 @@ def evolve(
     max_calls: Annotated[int | None, typer.Option(min=0, help="Stop cleanly after sending this many calls (resumable).")] = None,
     max_cost: Annotated[float | None, typer.Option(min=0.0, help="Stop cleanly once this many USD are spent (needs --prices).")] = None,
     prices: Annotated[Path | None, typer.Option(help='Price table JSON: {"MODEL or *": {"input": USD/1M tokens, "output": USD/1M tokens}}.')] = None,
+    batch: Annotated[str | None, typer.Option(help="Send calls in provider batch rounds at batch prices: openai (Batch API) or anthropic (Message Batches); the endpoint is --base-url. Hours per round; resumable. See docs/BATCH.md.")] = None,
+    batch_max_requests: Annotated[int | None, typer.Option(min=1, help="--batch: requests per batch at most (default: the provider's limit, 50,000 for OpenAI, 100,000 for Anthropic).")] = None,
+    batch_poll: Annotated[float, typer.Option(min=0.001, help="--batch: seconds between looks at a submitted batch.")] = 60.0,
     estimate: Annotated[bool, typer.Option("--estimate", help="Print the planned calls, tokens, cost (online and batch) and time, send nothing and write nothing.")] = False,
     latency: Annotated[float | None, typer.Option(min=0.0, help="Seconds per call for --estimate's time range (default: the mean stored in RUN_DIR; without either, no time range).")] = None,
 ) -> None:
@@ -67,6 +70,7 @@ def evolve(
     from ..evolve import (
         SEPARATORS,
         Algorithm,
+        BatchConfig,
         BudgetConfig,
         EvolveConfig,
         ExecutorConfig,
@@ -113,6 +117,7 @@ def evolve(
                                 max_retries=max_retries, http_client=http_client, max_retry_after=max_retry_after),
             executor=ExecutorConfig(max_chains=max_chains),
             budget=BudgetConfig(max_calls=max_calls, max_cost=max_cost, prices=str(prices) if prices else None),
+            batch=BatchConfig(batch, batch_max_requests, batch_poll) if batch else None,
         )
     except (BackendError, ValueError) as exc:
         fail(str(exc))

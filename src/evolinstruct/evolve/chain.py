@@ -21,6 +21,7 @@ and ends with the same dataset. Which rules eliminate is the task's `RuleSet` (r
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +49,9 @@ class Progress:
     # The longest retry wait in progress (seconds, why: "429", "503", "connect"...), refreshed about once
     # a second while there is one (run.py); None when no call waits.
     waiting: tuple[float, str] | None = None
+    # Speculative calls (batch rounds) whose answer was never used: an answer of an eliminated evolution,
+    # an evolution of a seed whose answer failed.
+    wasted: int = 0
 
 
 @dataclass(slots=True)
@@ -86,6 +90,10 @@ class Chain:
         self.rules = rules or CHAT  # the task's rules (tasks/), given by run.py
         self.progress = Progress()
         self.on_step = on_step or (lambda _p: None)
+        # Batch rounds (run.py sets it for --batch): ask the equality judge and the answer of an evolution
+        # at once, and a seed's answer with its first evolution, so a run of E epochs takes at most 2E + 1
+        # rounds. The calls and the dataset are those of the online chain; only their timing differs.
+        self.speculative = False
 
     # ---------------------------------------------------------------- requests
     def _sampling(self, record_id: str, purpose: str, judge: bool = False) -> Sampling:
@@ -131,12 +139,17 @@ class Chain:
             id=root_id, root_id=root_id, parent_id=None, epoch=0, op="seed",
             instruction=seed.instruction, input=seed.input, meta={"source": seed.source},
         )
+        # Speculative: epoch 1 evolves the seed's instruction while the seed is answered (it needs no answer).
+        first = asyncio.ensure_future(self._evolve_once(root, 1)) if self.speculative else None
         if c.seed_responses == "keep" and seed.output.strip():
             root.output, root.model = seed.output, "seed-file"
         else:
             result = await self._answer(root, 0)
             root.model = self.roles.responder.model
             if not result.ok:
+                if first is not None:
+                    await first  # its calls are stored (and replayed by the rerun); the record is not kept
+                    self.progress.wasted += 1
                 root.status, root.reason, root.evidence = "error", "call_failed", {"purpose": "answer", "error": result.error}
                 self.commit([root], seed.index, 0, root_id, "error")
                 self._tick(root)
@@ -149,7 +162,7 @@ class Chain:
 
         current = root
         for epoch in range(1, c.epochs + 1):
-            child = await self._evolve_once(current, epoch)
+            child = await first if first is not None and epoch == 1 else await self._evolve_once(current, epoch)
             state = "error" if child.status == "error" else ("done" if epoch == c.epochs else "running")
             if child.status == "kept":
                 current = child
@@ -195,14 +208,18 @@ class Chain:
         if verdict:
             return eliminate(verdict.reason, verdict.evidence)
 
+        speculative: asyncio.Future[Result] | None = None
         if c.equality_check and self.rules.equality:
             judge_prompt = t.render_equality(given, child.instruction)
+            if self.speculative:  # the answer depends only on the evolved instruction: ask it with the judge
+                speculative = asyncio.ensure_future(self._answer(child, epoch))
             judged = await self.roles.judge(
                 "equality",
                 Request([{"role": "user", "content": judge_prompt}], self._sampling(child_id, "equality", judge=True)),
                 self._remaining(epoch, 1),
             )
             if not judged.ok:
+                await self._discard(speculative)
                 return fail("equality", judged)
             verdict, parsed = check_equality(judged.text)
             child.meta["equality_judge"] = judged.text.strip()[:80]
@@ -210,9 +227,10 @@ class Chain:
                 self.progress.equality_unparsed += 1
                 child.meta["equality_unparsed"] = True
             if verdict:
+                await self._discard(speculative)
                 return eliminate(verdict.reason, verdict.evidence)
 
-        answered = await self._answer(child, epoch)
+        answered = await speculative if speculative is not None else await self._answer(child, epoch)
         if not answered.ok:
             return fail("answer", answered)
         child.output = answered.text
@@ -221,6 +239,12 @@ class Chain:
         if verdict:
             return eliminate(verdict.reason, verdict.evidence)
         return child
+
+    async def _discard(self, speculative: asyncio.Future[Result] | None) -> None:
+        """A speculative answer never used: awaited (it is paid for and stored), counted as wasted."""
+        if speculative is not None:
+            await speculative
+            self.progress.wasted += 1
 
     async def check_answer(self, record: Record, epoch: int) -> Verdict | None:
         """A chain variant's own check of a kept evolution's answer, after the task's rules (the code task

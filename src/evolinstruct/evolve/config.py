@@ -140,6 +140,26 @@ class BudgetConfig:
 
 
 @dataclass(slots=True)
+class BatchConfig:
+    """--batch: calls go in provider batch rounds (batches.py) instead of one request each. Speed and price
+    only: a batch run and an online run make the same dataset."""
+
+    provider: str  # openai | anthropic (models/batchapi.py names them)
+    max_requests: int | None = None  # per batch; default and cap: the provider's limit
+    poll: float = 60.0  # seconds between looks at a submitted batch
+
+    def __post_init__(self) -> None:
+        from ..models.batchapi import batch_api_names
+
+        if self.provider not in batch_api_names():
+            raise ValueError(f"--batch must be one of {', '.join(batch_api_names())} (got {self.provider!r})")
+        if self.max_requests is not None and self.max_requests < 1:
+            raise ValueError("--batch-max-requests must be 1 or more")
+        if not self.poll > 0:
+            raise ValueError(f"--batch-poll must be greater than 0 seconds (got {self.poll:g})")
+
+
+@dataclass(slots=True)
 class EvolveConfig:
     source: Source
     algorithm: Algorithm = field(default_factory=Algorithm)
@@ -148,6 +168,7 @@ class EvolveConfig:
     transport: Transport = field(default_factory=Transport)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    batch: BatchConfig | None = None  # --batch: provider batch rounds instead of online calls
 
     def bound(self, templates: TemplateSet, seeds_digest: str) -> dict[str, Any]:
         """Every setting that determines the dataset: a RUN_DIR is bound to exactly these.

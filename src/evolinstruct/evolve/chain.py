@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from ..calls import CachedLLM
 from ..models.base import Request, Result, Sampling
@@ -65,6 +66,14 @@ class RoleCalls:
 
 # commit(records, seed_index, epoch_done, current_id, state): one finished step, stored atomically.
 Commit = Callable[[list[Record], int, int, str, str], None]
+
+
+def _started(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    """A speculative call as a task. If the chain stops before awaiting it (a fatal error, a budget), its
+    exception is retrieved here, so that it is not logged a second time as never retrieved."""
+    task = asyncio.ensure_future(coro)
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    return task
 
 
 class Chain:
@@ -140,7 +149,7 @@ class Chain:
             instruction=seed.instruction, input=seed.input, meta={"source": seed.source},
         )
         # Speculative: epoch 1 evolves the seed's instruction while the seed is answered (it needs no answer).
-        first = asyncio.ensure_future(self._evolve_once(root, 1)) if self.speculative else None
+        first = _started(self._evolve_once(root, 1)) if self.speculative else None
         if c.seed_responses == "keep" and seed.output.strip():
             root.output, root.model = seed.output, "seed-file"
         else:
@@ -212,7 +221,7 @@ class Chain:
         if c.equality_check and self.rules.equality:
             judge_prompt = t.render_equality(given, child.instruction)
             if self.speculative:  # the answer depends only on the evolved instruction: ask it with the judge
-                speculative = asyncio.ensure_future(self._answer(child, epoch))
+                speculative = _started(self._answer(child, epoch))
             judged = await self.roles.judge(
                 "equality",
                 Request([{"role": "user", "content": judge_prompt}], self._sampling(child_id, "equality", judge=True)),

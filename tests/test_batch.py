@@ -190,3 +190,27 @@ def test_a_batch_over_the_provider_limit_is_split(seeds: Path, sim, tmp_path: Pa
     with sqlite3.connect(run_dir / "run.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM batches WHERE state = 'abandoned'").fetchone()[0] >= 1
     assert server.stats()["twice"]  # the refused batch's ids, counted by the server, went again in halves
+
+
+def test_anthropic_online_and_batch_agree_and_a_kill_after_create_is_found_again(seeds: Path, sim,
+                                                                                tmp_path: Path) -> None:
+    server = sim("--batch-hold", "create:30")
+    env = {**ENV, "ANTHROPIC_API_KEY": "sk-ant-test-key-123456"}
+    common = ["--backend", "anthropic", "--base-url", server.base, "--model", "sim", "--epochs", str(EPOCHS)]
+    online = subprocess.run([*CLI, "evolve", str(seeds), "-o", str(tmp_path / "online"), *common],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert online.returncode == 0, online.stderr[-3000:]
+    cmd = [*CLI, "evolve", str(seeds), "-o", str(tmp_path / "batch"), *common, "--batch", "anthropic",
+           "--batch-poll", "0.05"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 60
+    while server.stats()["holding"] != "create":
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert server.stats()["twice"] == []
+    assert (tmp_path / "batch" / "dataset.jsonl").read_bytes() == (tmp_path / "online" / "dataset.jsonl").read_bytes()
+    assert stats_of(tmp_path / "batch")["batch"]["recovered_batches"] == 1

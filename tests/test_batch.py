@@ -141,6 +141,9 @@ def test_sigkill_at_each_phase_resumes_without_submitting_twice(phase: str, seed
     run_dir = tmp_path / "batch"
     if phase == "poll":
         _kill_when(batch(seeds, server.url, run_dir), lambda: "submitted" in _batch_states(run_dir))
+        shown = subprocess.run([*CLI, "status", str(run_dir)], capture_output=True, text=True, timeout=60, env=ENV)
+        text = shown.stdout + shown.stderr
+        assert shown.returncode == 0 and "open batches" in text and "submitted" in text, text
     else:
         _kill_when(batch(seeds, server.url, run_dir), lambda: server.stats()["holding"] == phase)
     run_ok(batch(seeds, server.url, run_dir))

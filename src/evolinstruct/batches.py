@@ -390,3 +390,29 @@ class BatchCollector:
             self._settler.cancel()
         await asyncio.gather(*self._tasks, *([self._settler] if self._settler else []), return_exceptions=True)
         await self.api.aclose()
+
+
+def run_status(store: RunStore, prices: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
+    """What `evolinstruct status` shows: open batches (their last polled provider status and counts), batch
+    rounds done, calls stored and failed, records by status, and the cost so far when prices are given."""
+    batches = store.batches()
+    open_batches = [b for b in batches if b["state"] in ("preparing", "uploaded", "submitted")]
+    totals = store.call_totals()
+    records: Counter = Counter()
+    for (status, n) in store.db.execute("SELECT status, COUNT(*) FROM records GROUP BY status"):
+        records[status] = n
+    out: dict[str, Any] = {
+        "batches_open": open_batches,
+        "batches": {state: sum(1 for b in batches if b["state"] == state) for state in sorted({b["state"] for b in batches})},
+        "rounds": store.get_meta("batch_rounds") or 0,
+        "calls": sum(v["calls"] for v in totals.values()),
+        "calls_by_purpose": {k: v["calls"] for k, v in sorted(totals.items())},
+        "failed_calls": len(store.failures()),
+        "records": dict(records),
+    }
+    if prices:
+        by_mode: Counter = Counter()
+        for (model, mode, _purpose), (p, c) in store.tokens_by_mode().items():
+            by_mode[mode] += price_of(prices, model, p, c, mode)
+        out["cost"] = {"total": round(sum(by_mode.values()), 6), **{m: round(v, 6) for m, v in sorted(by_mode.items())}}
+    return out

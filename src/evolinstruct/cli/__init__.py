@@ -14,6 +14,7 @@ from .export import export_cmd
 from .filter import filter_cmd
 from .report import report_cmd
 from .score import score
+from .status import status_cmd
 from .train import train_cmd
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Evol-Instruct (WizardLM), end to end.")
@@ -31,6 +32,7 @@ app.command("score")(score)
 app.command("report")(report_cmd)
 app.command("filter")(filter_cmd)
 app.add_typer(eval_app, name="eval")
+app.command("status")(status_cmd)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -296,3 +296,29 @@ def print_estimate(plan: dict[str, Any]) -> None:
     for line in lines:
         console.print(escape(line), highlight=False)
     console.print("nothing was sent and nothing was written")
+
+
+def print_status(info: dict[str, Any], run_dir: Path) -> None:
+    """`evolinstruct status`: the run's numbers, then one row per open provider batch."""
+    table = Table(title=f"evolinstruct status: {run_dir}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("records", ", ".join(f"{n} {s}" for s, n in sorted(info["records"].items())) or "none yet")
+    by_purpose = ", ".join(f"{p} {n}" for p, n in info["calls_by_purpose"].items())
+    table.add_row("calls", f"{info['calls']} stored ({by_purpose}), {info['failed_calls']} failed")
+    table.add_row("batch rounds", str(info["rounds"]))
+    table.add_row("batches", ", ".join(f"{n} {s}" for s, n in info["batches"].items()) or "none")
+    if "cost" in info:
+        cost = info["cost"]
+        split = ", ".join(f"{m} ${v:.4f}" for m, v in cost.items() if m != "total")
+        table.add_row("cost so far", f"${cost['total']:.4f} ({split})")
+    console.print(table)
+    if info["batches_open"]:
+        pending = Table(title="open batches", title_justify="left")
+        for column in ("batch", "round", "model", "state", "provider status", "requests", "counts"):
+            pending.add_column(column)
+        for b in info["batches_open"]:
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(b["counts"].items()))
+            pending.add_row(escape(b["batch_id"] or b["id"]), str(b["round"]), escape(b["model"]), b["state"],
+                            escape(b["status"] or "-"), str(b["requests"]), escape(counts) or "-")
+        console.print(pending)

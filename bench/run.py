@@ -871,7 +871,7 @@ def redo_from_json(args) -> int:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small smoke run (under 2 minutes): 200 seeds, 1 epoch, config A only")
-    p.add_argument("--sections", default="throughput", help="comma list: throughput, faults, scale, local, or all")
+    p.add_argument("--sections", default="throughput", help="comma list: throughput, faults, scale, local, batch, or all")
     p.add_argument("--seeds-file", type=Path, default=SEEDS)
     p.add_argument("--seeds-a", type=int, default=500, help="seeds for C=256 L=0.5")
     p.add_argument("--seeds-b", type=int, default=2048, help="seeds for C=1024 L=1.0 (more than C, so C chains can be in flight)")
@@ -928,6 +928,12 @@ def main() -> int:
         report["scale"] = section_scale(args)
     if "local" in sections:
         report["local"] = section_local(args)
+    if "batch" in sections:  # --batch rounds vs online (bench/batchbench.py)
+        from batchbench import md as batch_md
+        from batchbench import section_batch
+
+        report["batch"] = section_batch(args.seeds_file, seeds=100 if args.quick else 500, epochs=args.epochs)
+        console.print(batch_md(report["batch"]))
     report["seconds"] = round(time.perf_counter() - started, 1)
 
     if report["throughput"]:

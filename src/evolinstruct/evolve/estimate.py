@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..calls import load_prices
+from ..calls import BATCH_DISCOUNT, load_prices, mode_price
 from ..models.base import ModelSpec, Request, capabilities
 from ..models.registry import backend_class
 from ..models.spec import is_embedded
@@ -78,7 +78,6 @@ REPLY_TOKENS = 3  # per request: the assistant header that opens the reply
 DEFAULT_GROWTH_TOKENS = 20.0  # per kept evolution: "10 to 20 words" more, about 1.3 tokens a word
 DEFAULT_JUDGE_TOKENS = 3.0  # "Not Equal"
 DEFAULT_ANSWER_TOKENS = 200.0  # an answer's length when neither the store nor the seed file shows one
-BATCH_DISCOUNT = 0.5  # batch APIs (OpenAI, Anthropic) charge half the online price
 MARGIN_SE = 2.0  # observed shares are widened by two standard errors...
 MARGIN_MIN = 0.02  # ...and at least two points
 GROWTH_SAMPLE = 500  # kept evolutions whose growth is counted with the tokenizer (the first ones in the store)
@@ -413,11 +412,13 @@ def _apply_prices(purposes: Iterable[PurposeEstimate], prices: dict[str, dict[st
         if price is None:
             notes.append(f"no price for {e.model} in the price table: its calls count as free")
             price = {}
-        batch = price.get("batch")
-        if isinstance(batch, dict):
+        batch = mode_price(price, "batch")  # the run's own rule (calls.py): "batch" prices, a factor, or 50%
+        given = price.get("batch")
+        if isinstance(given, dict):
             sources.add("the table's batch prices")
+        elif isinstance(given, int | float):
+            sources.add(f"{float(given):.0%} of online (the table's batch factor)")
         else:
-            batch = {k: BATCH_DISCOUNT * float(price.get(k, 0.0)) for k in ("input", "output")}
             sources.add(f"{BATCH_DISCOUNT:.0%} of online (no batch entry)")
 
         def cost(p: dict[str, Any], i: int, e: PurposeEstimate = e) -> float:

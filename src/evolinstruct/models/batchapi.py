@@ -17,8 +17,8 @@ from typing import Any, Protocol
 
 from .base import BackendError, ModelSpec, Request, Result, Transport
 
-# The one place a batch API is named (as REGISTRY is for backends).
-BATCH_APIS: dict[str, str] = {
+# The one place a batch API is named (as REGISTRY is for backends): 'module:Class' or a class (a test's own).
+BATCH_APIS: dict[str, str | type] = {
     "openai": "evolinstruct.models.openai_batch:OpenAIBatchAPI",
     "anthropic": "evolinstruct.models.anthropic:AnthropicBatchAPI",
 }
@@ -76,6 +76,7 @@ def build_batch_api(provider: str, spec: ModelSpec, transport: Transport) -> Bat
     target = BATCH_APIS.get(provider)
     if target is None:
         raise BackendError(f"unknown batch provider '{provider}' (choose {', '.join(BATCH_APIS)})")
-    module, _, attr = target.partition(":")
-    cls = getattr(importlib.import_module(module), attr)
-    return cls.from_spec(spec, transport)
+    if isinstance(target, str):
+        module, _, attr = target.partition(":")
+        target = getattr(importlib.import_module(module), attr)
+    return target.from_spec(spec, transport)

@@ -217,3 +217,31 @@ def test_anthropic_online_and_batch_agree_and_a_kill_after_create_is_found_again
     assert server.stats()["twice"] == []
     assert (tmp_path / "batch" / "dataset.jsonl").read_bytes() == (tmp_path / "online" / "dataset.jsonl").read_bytes()
     assert stats_of(tmp_path / "batch")["batch"]["recovered_batches"] == 1
+
+
+def test_score_in_one_batch_round_equals_online_scoring(seeds: Path, sim, tmp_path: Path) -> None:
+    server = sim()
+    run_ok(batch(seeds, server.url, tmp_path / "run", "--epochs", "1"))
+    for name in ("online", "batched"):
+        (tmp_path / name).mkdir()
+        for f in ("run.sqlite", "dataset.jsonl", "eliminated.jsonl", "stats.json"):
+            (tmp_path / name / f).write_bytes((tmp_path / "run" / f).read_bytes())
+    run_ok([*CLI, "score", str(tmp_path / "online"), "--difficulty"])
+    before = server.stats()["batches"]
+    run_ok([*CLI, "score", str(tmp_path / "batched"), "--difficulty", "--batch", "openai", "--batch-poll", "0.05"])
+    assert server.stats()["batches"] == before + 1  # every scoring call in one batch
+    assert (tmp_path / "batched" / "dataset.jsonl").read_bytes() == (tmp_path / "online" / "dataset.jsonl").read_bytes()
+
+
+def test_eval_in_batch_rounds_equals_online_eval(sim, tmp_path: Path) -> None:
+    server = sim()
+    roles = ["--model", "sim", "--model-base-url", server.url, "--reference", "sim", "--reference-base-url", server.url,
+             "--reference-seed", "7", "--judge", "sim", "--judge-base-url", server.url, "--limit", "6"]
+    run_ok([*CLI, "eval", *roles, "-o", str(tmp_path / "online")])
+    run_ok([*CLI, "eval", *roles, "-o", str(tmp_path / "batched"), "--batch", "openai", "--batch-poll", "0.05"])
+    for name in ("answers.jsonl", "judgments.jsonl"):
+        assert (tmp_path / "batched" / name).read_bytes() == (tmp_path / "online" / name).read_bytes()
+    with sqlite3.connect(tmp_path / "batched" / "run.sqlite") as db:
+        rounds = db.execute("SELECT COUNT(DISTINCT round) FROM batches").fetchone()[0]
+    assert 2 <= rounds <= 3  # the answers, then the verdicts (both orders of a swap)
+    assert server.stats()["twice"] == []

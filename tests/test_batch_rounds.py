@@ -11,7 +11,15 @@ from typing import Any
 
 import pytest
 
-from evolinstruct.evolve.config import Algorithm, BatchConfig, BudgetConfig, EvolveConfig, Roles, SamplingConfig, Source
+from evolinstruct.evolve.config import (
+    Algorithm,
+    BatchConfig,
+    BudgetConfig,
+    EvolveConfig,
+    Roles,
+    SamplingConfig,
+    Source,
+)
 from evolinstruct.evolve.run import run_evolve
 from evolinstruct.models.base import ModelSpec, Request, Transport
 from evolinstruct.models.batchapi import BATCH_APIS, BatchStatus, LineResult

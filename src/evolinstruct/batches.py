@@ -86,6 +86,10 @@ class BatchBackend:
     async def enqueue(self, key: str, purpose: str, canonical: str, request: Request) -> Result:
         return await self.collector.enqueue(key, purpose, self.model, canonical, request)
 
+    def waiting(self) -> tuple[float, str] | None:
+        """For the progress line: how long the requests at the provider have waited, and how many there are."""
+        return self.collector.waiting_note()
+
     async def generate(self, requests: list[Request]) -> list[Result]:
         raise RuntimeError("a batch backend takes calls through enqueue (CachedLLM), with their store keys")
 
@@ -122,6 +126,12 @@ class BatchCollector:
         self._settler: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._round = int(store.get_meta("batch_rounds") or 0)
+        self._submitted_at = time.monotonic()
+
+    def waiting_note(self) -> tuple[float, str] | None:
+        if not self.live:
+            return None
+        return time.monotonic() - self._submitted_at, f"batch round {self._round}: {len(self.live)} requests at the provider"
 
     # ---------------------------------------------------------------- chains
     @contextlib.contextmanager
@@ -208,6 +218,7 @@ class BatchCollector:
                 self._answer(call, BudgetExhausted("max_cost"))
             return
         self.budget.cost += worst  # reserved until the round's answers are priced
+        self._submitted_at = time.monotonic()
         self._round += 1
         self.stats.rounds += 1
         self.store.set_meta("batch_rounds", self._round)

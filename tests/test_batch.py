@@ -172,14 +172,20 @@ def test_an_expired_batch_and_line_errors_resubmit_only_the_missing(seeds: Path,
     assert stats_of(run_dir)["batch"]["resubmitted"] == len(twice)
 
 
-def test_a_refused_key_stops_at_once_with_one_line(seeds: Path, sim, tmp_path: Path) -> None:
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_a_refused_key_stops_at_once_with_one_line(provider: str, seeds: Path, sim, tmp_path: Path) -> None:
     server = sim("--require-key", "the-right-key")
-    done = subprocess.run(batch(seeds, server.url, tmp_path / "run"), capture_output=True, text=True, timeout=120,
-                          env=ENV)
+    env = {**ENV, "ANTHROPIC_API_KEY": "sk-ant-wrong-key-123456"}
+    cmd = batch(seeds, server.url, tmp_path / "run")
+    if provider == "anthropic":
+        cmd = [*cmd[: cmd.index("--base-url")], "--backend", "anthropic", "--base-url", server.base, "--model", "sim",
+               "--batch", "anthropic"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 2, done.stderr[-2000:]
     errors = [line for line in done.stderr.splitlines() if "401" in line]
-    assert len(errors) == 1 and "OPENAI_API_KEY" in errors[0] and "Traceback" not in done.stderr, done.stderr
-    assert ENV["OPENAI_API_KEY"] not in done.stderr + done.stdout
+    key_env = "OPENAI_API_KEY" if provider == "openai" else "ANTHROPIC_API_KEY"
+    assert len(errors) == 1 and key_env in errors[0] and "Traceback" not in done.stderr, done.stderr
+    assert env[key_env] not in done.stderr + done.stdout
 
 
 def test_a_batch_over_the_provider_limit_is_split(seeds: Path, sim, tmp_path: Path) -> None:

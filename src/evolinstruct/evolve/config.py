@@ -50,8 +50,12 @@ class Algorithm:
     # A response cut off at max_tokens: kept and marked "truncated": true (default), or eliminated as
     # truncated_answer (then its evolution's parent stays in the pool, as for any elimination).
     drop_truncated: bool = False
+    # Rule language_changed (language.py): auto guards non-English seeds, on every seed, off none.
+    language_guard: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.language_guard not in ("auto", "on", "off"):
+            raise ValueError("--language-guard must be auto, on or off")
         if self.epochs < 1:
             raise ValueError("--epochs must be 1 or more")
         if self.seed_responses not in SEED_RESPONSES:
@@ -176,6 +180,8 @@ class EvolveConfig:
             data["task_options"] = dict(sorted(a.task_options.items()))
         if a.drop_truncated:
             data["drop_truncated"] = True
+        if a.language_guard != "auto":
+            data["language_guard"] = a.language_guard
         if self.executor.shards > 1:
             data["shard"] = [self.executor.shard, self.executor.shards]
         return data

@@ -76,12 +76,14 @@ class Chain:
         commit: Commit,
         on_step: Callable[[Progress], None] | None = None,
         rules: RuleSet | None = None,
+        weights_for: Callable[[int], dict[str, float]] | None = None,
     ) -> None:
         self.algorithm, self.sampling = config.algorithm, config.sampling
         self.separator = config.source.input_separator
         self.drop_truncated = config.algorithm.drop_truncated
         self.templates = templates
         self.weights = weights
+        self.weights_for = weights_for  # a seed's own weights by seed index (adaptive.py); None: `weights`
         self.roles = roles
         self.commit = commit
         self.rules = rules or CHAT  # the task's rules (tasks/), given by run.py
@@ -151,8 +153,9 @@ class Chain:
         self._tick(root)
 
         current = root
+        weights = self.weights_for(seed.index) if self.weights_for else self.weights
         for epoch in range(1, c.epochs + 1):
-            child = await self._evolve_once(current, epoch)
+            child = await self._evolve_once(current, epoch, weights)
             state = "error" if child.status == "error" else ("done" if epoch == c.epochs else "running")
             if child.status == "kept":
                 current = child
@@ -163,9 +166,9 @@ class Chain:
                 # are counted as not attempted.
                 return
 
-    async def _evolve_once(self, parent: Record, epoch: int) -> Record:
+    async def _evolve_once(self, parent: Record, epoch: int, weights: dict[str, float] | None = None) -> Record:
         c, t = self.algorithm, self.templates
-        op = choose_operation(self.weights, c.seed, parent.id, epoch)
+        op = choose_operation(weights or self.weights, c.seed, parent.id, epoch)
         data_format = None
         if t.data_formats(op):
             data_format = choose_data_format(t.data_formats(op), c.seed, parent.id, epoch)

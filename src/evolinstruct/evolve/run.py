@@ -24,6 +24,7 @@ from ..rundir import write_stats
 from ..seeds import SeedColumns, SeedReadStats, read_seeds
 from ..slots import PrioritySlots
 from ..store import RunStore
+from .adaptive import PILOT_INCOMPLETE, AdaptiveWeights, pilot_seeds
 from .chain import Chain, Progress, RoleCalls
 from .config import EvolveConfig
 from .estimate import Estimate, estimate_evolve, with_estimate
@@ -103,15 +104,24 @@ async def _evolve_async(
         roles = RoleCalls(evolver=role(config.roles.evolver), responder=role(config.roles.answer),
                       judge=role(config.roles.equality))
         on_start(expected, resumed)
-        chain = (chain_class(task) or Chain)(config, templates, weights, roles, commit=store.save_step,
-                                              on_step=on_step, rules=task.rules(config))
         executor = Executor(config.transport.concurrency, ex.max_chains, ex.shard, ex.shards)
+        adaptive = None
+        if config.algorithm.pilot is not None:  # the pilot: the first seeds this process runs (adaptive.py)
+            pilot = pilot_seeds(executor.mine(read_seeds(config.source.seeds, _columns(config), config.source.limit)),
+                                config.algorithm.pilot)
+            adaptive = AdaptiveWeights(weights, pilot, config.algorithm.op_floor)
+        chain = (chain_class(task) or Chain)(config, templates, weights, roles,
+                                              commit=adaptive.commit(store.save_step) if adaptive else store.save_step,
+                                              on_step=on_step, rules=task.rules(config),
+                                              weights_for=adaptive.for_seed if adaptive else None)
         waits = asyncio.create_task(report_waits(chain.progress, roles, on_step))
         try:
             seeds = read_seeds(config.source.seeds, _columns(config), config.source.limit)
             # A FatalBackendError (a refused key, an unknown model, nothing listening) propagates from here:
             # the executor cancels the chains in flight, and every call and step finished so far is stored.
-            stopped_by = await executor.run(seeds, chain.run)
+            stopped_by = await executor.run(seeds, adaptive.gate(chain.run) if adaptive else chain.run)
+            if adaptive and adaptive.skipped and not stopped_by:
+                stopped_by = PILOT_INCOMPLETE  # a pilot call failed: the other seeds wait for the rerun
         finally:
             waits.cancel()
             elapsed = time.perf_counter() - started
@@ -136,6 +146,8 @@ async def _evolve_async(
             "stopped_by": stopped_by,
             "http": backends.counters(),
         }
+        if adaptive:
+            extra["op_weights"] = adaptive.stats()
         if prices:
             by_model = store.tokens_by_model()
             extra["cost"] = {

@@ -131,7 +131,7 @@ def test_wrong_input_that_was_accepted_is_one_line(tmp_path, name, content, colu
     assert message.startswith(f"{path.parent}/{expected}"), message
     assert "\n" not in message
     if "conversation" in expected or "chat file" in expected:
-        assert "not supported yet by the chat task" in message and "--column" in message
+        assert "--task conversation" in message and "--column" in message
 
 
 def test_numbers_in_input_and_output_are_text_as_written(tmp_path):

@@ -133,7 +133,7 @@ class Chain:
         root_id = seed_record_id(seed.index, seed.instruction, seed.input)
         root = Record(
             id=root_id, root_id=root_id, parent_id=None, epoch=0, op="seed",
-            instruction=seed.instruction, input=seed.input, meta={"source": seed.source},
+            instruction=seed.instruction, input=seed.input, meta={"source": seed.source}, history=seed.history,
         )
         self.language.seed(root_id, root.prompt(self.separator), root.meta)
         if c.seed_responses == "keep" and seed.output.strip():
@@ -176,7 +176,7 @@ class Chain:
         child_id = child_record_id(parent.id, epoch, op)
         child = Record(
             id=child_id, root_id=parent.root_id, parent_id=parent.id, epoch=epoch, op=op,
-            instruction="", model=self.roles.evolver.model, history=parent.history,
+            instruction="", model=self.roles.evolver.model, history=self.child_history(parent, op),
         )
         if data_format:
             child.meta["data_format"] = data_format
@@ -190,7 +190,8 @@ class Chain:
             child.status, child.reason, child.evidence = "eliminated", reason, evidence
             return child
 
-        request = Request(t.messages(t.render(op, given, data_format)), self._sampling(child_id, "evolve"))
+        request = Request(t.messages(self.evolving_prompt(parent, op, t.render(op, given, data_format))),
+                          self._sampling(child_id, "evolve"))
         evolved = await self.roles.evolver("evolve", request, self._remaining(epoch, 2))
         if not evolved.ok:
             return fail("evolve", evolved)
@@ -198,11 +199,12 @@ class Chain:
 
         # Cheap rules first: they need no further call and no later rule could save the child.
         verdict = (self.rules.check_truncated(evolved.finish_reason) or self.rules.check_instruction(child.instruction)
-                   or self.language.check(child.root_id, child.instruction, "instruction"))
+                   or self.language.check(child.root_id, child.instruction, "instruction")
+                   or self.check_new_turn(child, parent))
         if verdict:
             return eliminate(verdict.reason, verdict.evidence)
 
-        if c.equality_check and self.rules.equality:
+        if c.equality_check and self.rules.equality and self.judges(op):
             judge_prompt = t.render_equality(given, child.instruction)
             judged = await self.roles.judge(
                 "equality",
@@ -229,6 +231,23 @@ class Chain:
         if verdict:
             return eliminate(verdict.reason, verdict.evidence)
         return child
+
+    # Hooks of a chain variant that evolves conversations (tasks/conversation.py); the plain chain's are no-ops.
+    def child_history(self, parent: Record, op: str) -> list[dict[str, str]]:
+        """The earlier turns of a child: its parent's (a follow-up adds the parent's own turn)."""
+        return parent.history
+
+    def evolving_prompt(self, parent: Record, op: str, rendered: str) -> str:
+        """The evolving prompt as sent: the template set's text (a variant may put context before it)."""
+        return rendered
+
+    def check_new_turn(self, child: Record, parent: Record) -> Verdict | None:
+        """A variant's own rule on a new instruction, before the equality judge."""
+        return None
+
+    def judges(self, op: str) -> bool:
+        """Whether rule 1 (the equality judge) runs for `op` (a follow-up has no turn it replaces)."""
+        return True
 
     async def check_answer(self, record: Record, epoch: int) -> Verdict | None:
         """A chain variant's own check of a kept evolution's answer, after the task's rules (the code task

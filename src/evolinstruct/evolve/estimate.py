@@ -501,7 +501,7 @@ def estimate_evolve(
     eq_template = eq_c.count(templates.render_equality("", "")) + overhead(1)
 
     # One pass over the seeds: exact epoch-1 prompts.
-    columns = SeedColumns(instruction=s.column, input=s.input_column)
+    columns = SeedColumns(instruction=s.column, input=s.input_column, conversations=task.conversations)
     ex = config.executor
     n = seed_answers = outputs = 0
     seed_prompt = {"answer": 0.0, "evolve": 0.0, "equality": 0.0}  # sums of the seeds' own tokens per role

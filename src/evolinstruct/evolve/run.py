@@ -46,7 +46,8 @@ def count_seeds(config: EvolveConfig) -> SeedReadStats:
 
 
 def _columns(config: EvolveConfig) -> SeedColumns:
-    return SeedColumns(instruction=config.source.column, input=config.source.input_column)
+    return SeedColumns(instruction=config.source.column, input=config.source.input_column,
+                       conversations=get_task(config.algorithm.task).conversations)
 
 
 WAIT_POLL = 1.0  # seconds between looks at the backends' retry waits, for the progress line

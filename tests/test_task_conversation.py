@@ -199,3 +199,22 @@ def test_the_loss_mask_covers_exactly_the_assistant_turns(tmp_path, prompt_forma
     # Everything else, decoded, is the rendered conversation without those spans.
     full = tokenizer.apply_chat_template(conversation(example), tokenize=False)
     assert tokenizer.decode(ids) == full
+
+
+def test_the_report_shows_conversations_turn_by_turn_and_the_adaptive_weights(tmp_path, scripted):
+    import re
+
+    from evolinstruct.report import build_report
+
+    scripted()
+    seeds = write_rows(tmp_path / "s.jsonl", [SHAREGPT, {"instruction": "Describe snow."}])
+    cfg = config(seeds, epochs=2)
+    cfg.algorithm.pilot = 1
+    run_evolve(cfg, tmp_path / "run")
+    build_report(tmp_path / "run", tmp_path / "r.html", diversity_map=False)
+    html = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert 'id="op-weights"' in html and "after the pilot" in html and "follow_up" in html
+    data = json.loads(re.search(r'id="tree-data">(.*?)</script>', html, re.S).group(1))
+    tea = [n for n in data["nodes"].values() if n.get("h")]
+    assert tea and all(n["h"][0] == ["system", "You are a patient cooking teacher."] for n in tea)
+    assert "Earlier turns" in html  # the browser's turn-by-turn view (report.js)

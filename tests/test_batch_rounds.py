@@ -75,9 +75,9 @@ def provider(scripted, monkeypatch: pytest.MonkeyPatch) -> type[FakeProvider]:
     return cls
 
 
-def config(seeds: str, batch: bool, epochs: int = 3, **budget: Any) -> EvolveConfig:
+def config(seeds: str, batch: bool, epochs: int = 3, pilot: int | None = None, **budget: Any) -> EvolveConfig:
     return EvolveConfig(
-        source=Source(seeds=seeds), algorithm=Algorithm(epochs=epochs), sampling=SamplingConfig(max_tokens=64),
+        source=Source(seeds=seeds), algorithm=Algorithm(epochs=epochs, pilot=pilot), sampling=SamplingConfig(max_tokens=64),
         roles=Roles(evolver=SCRIPTED), transport=Transport(concurrency=4), budget=BudgetConfig(**budget),
         batch=BatchConfig("fake", poll=0.001) if batch else None,
     )
@@ -90,11 +90,22 @@ def test_rounds_speculation_and_the_same_dataset_as_online(provider, tmp_path: P
     assert (tmp_path / "batch" / "dataset.jsonl").read_bytes() == (tmp_path / "online" / "dataset.jsonl").read_bytes()
     b = stats["batch"]
     assert b["rounds"] <= 2 * 3 + 1 and b["rounds"] == 6  # seed answers ride with epoch 1's evolutions
+    assert b["idle_rounds"] == 0
     equal = sum(1 for line in (tmp_path / "batch" / "eliminated.jsonl").read_text().splitlines()
                 if json.loads(line)["reason"] == "no_information_gain")
     assert equal > 0 and b["wasted"] == equal  # one speculative answer per evolution the judge eliminated
     assert b["requests_submitted"] == online["llm_calls"] + equal
     assert max(provider.submitted.values()) == 1
+
+
+def test_adaptive_weights_pilot_in_batch_rounds_gives_the_online_dataset(provider, tmp_path: Path) -> None:
+    """Chains held at the pilot's barrier are not in a round: the pilot's rounds go as soon as it waits."""
+    seeds = write_seeds(tmp_path / "seeds.jsonl", [f"Describe {t}." for t in TOPICS])
+    run_evolve(config(seeds, batch=False, pilot=4), tmp_path / "online")
+    stats = run_evolve(config(seeds, batch=True, pilot=4), tmp_path / "batch")
+    assert (tmp_path / "batch" / "dataset.jsonl").read_bytes() == (tmp_path / "online" / "dataset.jsonl").read_bytes()
+    assert stats["batch"]["rounds"] == 12  # the pilot's 6 rounds, then the other seeds' 6
+    assert stats["batch"]["idle_rounds"] == 0  # every round went because every chain in it waited
 
 
 def test_max_cost_refuses_a_round_whose_worst_case_crosses_it_and_a_rerun_resumes(provider, tmp_path: Path) -> None:

@@ -68,9 +68,10 @@ class BatchStats:
     resubmitted: int = 0
     recovered: int = 0  # batches found in the store and polled again
     splits: int = 0
+    idle_rounds: int = 0  # rounds submitted by the idle timer, not because every chain waited
 
     def as_dict(self) -> dict[str, Any]:
-        return {"rounds": self.rounds, "batches": self.batches, "requests_submitted": sum(self.submitted.values()),
+        return {"idle_rounds": self.idle_rounds, "rounds": self.rounds, "batches": self.batches, "requests_submitted": sum(self.submitted.values()),
                 "submitted_by_purpose": dict(self.submitted), "resubmitted": self.resubmitted,
                 "recovered_batches": self.recovered, "splits": self.splits}
 
@@ -199,7 +200,11 @@ class BatchCollector:
                 await asyncio.sleep(0)
             if seen != self._moved:
                 continue
-            if self._all_waiting() or time.monotonic() - self._last_move >= SETTLE_IDLE:
+            if self._all_waiting():
+                self._submit_round()
+                return
+            if time.monotonic() - self._last_move >= SETTLE_IDLE:
+                self.stats.idle_rounds += 1  # a chain waited on something else (a sandbox, a shared call)
                 self._submit_round()
                 return
             await asyncio.sleep(0.05)

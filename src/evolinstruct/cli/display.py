@@ -66,6 +66,9 @@ def print_evolve_summary(stats: dict, out: Path) -> None:
     if isinstance(task, dict):  # a task's own checks (tasks/): its rule counts; the rest is in stats.json
         rules = ", ".join(f"{reason} {n}" for reason, n in (task.get("rules") or {}).items())
         table.add_row(f"task {task.get('name', '')}", rules or "no eliminations by its own rules")
+    weights = stats.get("op_weights")
+    if isinstance(weights, dict) and weights.get("adaptive"):  # --op-weights adaptive: what the pilot chose
+        table.add_row("adaptive weights", ", ".join(f"{op} {w:.2f}" for op, w in weights["adaptive"].items()))
     table.add_row("llm calls", f"{stats['llm_calls']} sent, {stats['cache_hits']} from cache, {stats['failed_calls']} failed")
     table.add_row("tokens", f"{stats['tokens']['prompt']} prompt + {stats['tokens']['completion']} completion")
     if stats.get("truncated_answers_kept"):
@@ -76,7 +79,9 @@ def print_evolve_summary(stats: dict, out: Path) -> None:
     table.add_row("time", f"{stats['seconds']:.1f}s (total {stats['seconds_total']:.1f}s)")
     table.add_row("dataset", f"{stats['dataset_rows']} rows -> {out / 'dataset.jsonl'}")
     Console().print(table)
-    if stats.get("stopped_by"):
+    if stats.get("stopped_by") == "pilot_incomplete":
+        console.print("[yellow]the adaptive pilot had failed calls[/]: the other seeds wait for it; rerun to retry them.")
+    elif stats.get("stopped_by"):
         console.print(f"[yellow]stopped by --{stats['stopped_by'].replace('_', '-')}[/]: rerun with a larger budget to continue.")
     if ev["errors"] or stats["seed_errors"]:
         example = f" (e.g. {plain(stats['first_error'])})" if stats.get("first_error") else ""

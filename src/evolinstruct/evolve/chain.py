@@ -31,6 +31,7 @@ from ..calls import CachedLLM
 from ..models.base import Request, Result, Sampling
 from ..records import Record, Seed, child_record_id, join_input, request_seed, seed_record_id
 from .config import EvolveConfig
+from .language import LanguageGuard
 from .operations import choose_data_format, choose_operation
 from .rules import CHAT, RuleSet, Verdict, check_equality, truncation
 from .templates import TemplateSet
@@ -88,15 +89,18 @@ class Chain:
         commit: Commit,
         on_step: Callable[[Progress], None] | None = None,
         rules: RuleSet | None = None,
+        weights_for: Callable[[int], dict[str, float]] | None = None,
     ) -> None:
         self.algorithm, self.sampling = config.algorithm, config.sampling
         self.separator = config.source.input_separator
         self.drop_truncated = config.algorithm.drop_truncated
         self.templates = templates
         self.weights = weights
+        self.weights_for = weights_for  # a seed's own weights by seed index (adaptive.py); None: `weights`
         self.roles = roles
         self.commit = commit
         self.rules = rules or CHAT  # the task's rules (tasks/), given by run.py
+        self.language = LanguageGuard(config.algorithm.language_guard)  # rule language_changed (language.py)
         self.progress = Progress()
         self.on_step = on_step or (lambda _p: None)
         # Batch rounds (run.py sets it for --batch): ask the equality judge and the answer of an evolution
@@ -146,10 +150,12 @@ class Chain:
         root_id = seed_record_id(seed.index, seed.instruction, seed.input)
         root = Record(
             id=root_id, root_id=root_id, parent_id=None, epoch=0, op="seed",
-            instruction=seed.instruction, input=seed.input, meta={"source": seed.source},
+            instruction=seed.instruction, input=seed.input, meta={"source": seed.source}, history=seed.history,
         )
+        self.language.seed(root_id, root.prompt(self.separator), root.meta)
+        weights = self.weights_for(seed.index) if self.weights_for else self.weights
         # Speculative: epoch 1 evolves the seed's instruction while the seed is answered (it needs no answer).
-        first = _started(self._evolve_once(root, 1)) if self.speculative else None
+        first = _started(self._evolve_once(root, 1, weights)) if self.speculative else None
         if c.seed_responses == "keep" and seed.output.strip():
             root.output, root.model = seed.output, "seed-file"
         else:
@@ -164,14 +170,14 @@ class Chain:
                 self._tick(root)
                 return
             root.output = result.text
-            if verdict := self._truncated_answer(root, result):
+            if verdict := self._truncated_answer(root, result) or self.language.check(root_id, root.output, "answer"):
                 root.status, root.reason, root.evidence = "eliminated", verdict.reason, verdict.evidence
         self.commit([root], seed.index, 0, root_id, "running")
         self._tick(root)
 
         current = root
         for epoch in range(1, c.epochs + 1):
-            child = await first if first is not None and epoch == 1 else await self._evolve_once(current, epoch)
+            child = await first if first is not None and epoch == 1 else await self._evolve_once(current, epoch, weights)
             state = "error" if child.status == "error" else ("done" if epoch == c.epochs else "running")
             if child.status == "kept":
                 current = child
@@ -182,9 +188,9 @@ class Chain:
                 # are counted as not attempted.
                 return
 
-    async def _evolve_once(self, parent: Record, epoch: int) -> Record:
+    async def _evolve_once(self, parent: Record, epoch: int, weights: dict[str, float] | None = None) -> Record:
         c, t = self.algorithm, self.templates
-        op = choose_operation(self.weights, c.seed, parent.id, epoch)
+        op = choose_operation(weights or self.weights, c.seed, parent.id, epoch)
         data_format = None
         if t.data_formats(op):
             data_format = choose_data_format(t.data_formats(op), c.seed, parent.id, epoch)
@@ -192,7 +198,7 @@ class Chain:
         child_id = child_record_id(parent.id, epoch, op)
         child = Record(
             id=child_id, root_id=parent.root_id, parent_id=parent.id, epoch=epoch, op=op,
-            instruction="", model=self.roles.evolver.model, history=parent.history,
+            instruction="", model=self.roles.evolver.model, history=self.child_history(parent, op),
         )
         if data_format:
             child.meta["data_format"] = data_format
@@ -206,19 +212,22 @@ class Chain:
             child.status, child.reason, child.evidence = "eliminated", reason, evidence
             return child
 
-        request = Request(t.messages(t.render(op, given, data_format)), self._sampling(child_id, "evolve"))
+        request = Request(t.messages(self.evolving_prompt(parent, op, t.render(op, given, data_format))),
+                          self._sampling(child_id, "evolve"))
         evolved = await self.roles.evolver("evolve", request, self._remaining(epoch, 2))
         if not evolved.ok:
             return fail("evolve", evolved)
         child.instruction = evolved.text.strip()
 
         # Cheap rules first: they need no further call and no later rule could save the child.
-        verdict = self.rules.check_truncated(evolved.finish_reason) or self.rules.check_instruction(child.instruction)
+        verdict = (self.rules.check_truncated(evolved.finish_reason) or self.rules.check_instruction(child.instruction)
+                   or self.language.check(child.root_id, child.instruction, "instruction")
+                   or self.check_new_turn(child, parent))
         if verdict:
             return eliminate(verdict.reason, verdict.evidence)
 
         speculative: asyncio.Future[Result] | None = None
-        if c.equality_check and self.rules.equality:
+        if c.equality_check and self.rules.equality and self.judges(op):
             judge_prompt = t.render_equality(given, child.instruction)
             if self.speculative:  # the answer depends only on the evolved instruction: ask it with the judge
                 speculative = _started(self._answer(child, epoch))
@@ -244,7 +253,8 @@ class Chain:
             return fail("answer", answered)
         child.output = answered.text
         dropped = self._truncated_answer(child, answered)  # marks the record either way
-        verdict = self.rules.check_response(child.output) or dropped or await self.check_answer(child, epoch)
+        verdict = (self.rules.check_response(child.output) or dropped
+                   or self.language.check(child.root_id, child.output, "answer") or await self.check_answer(child, epoch))
         if verdict:
             return eliminate(verdict.reason, verdict.evidence)
         return child
@@ -254,6 +264,23 @@ class Chain:
         if speculative is not None:
             await speculative
             self.progress.wasted += 1
+
+    # Hooks of a chain variant that evolves conversations (tasks/conversation.py); the plain chain's are no-ops.
+    def child_history(self, parent: Record, op: str) -> list[dict[str, str]]:
+        """The earlier turns of a child: its parent's (a follow-up adds the parent's own turn)."""
+        return parent.history
+
+    def evolving_prompt(self, parent: Record, op: str, rendered: str) -> str:
+        """The evolving prompt as sent: the template set's text (a variant may put context before it)."""
+        return rendered
+
+    def check_new_turn(self, child: Record, parent: Record) -> Verdict | None:
+        """A variant's own rule on a new instruction, before the equality judge."""
+        return None
+
+    def judges(self, op: str) -> bool:
+        """Whether rule 1 (the equality judge) runs for `op` (a follow-up has no turn it replaces)."""
+        return True
 
     async def check_answer(self, record: Record, epoch: int) -> Verdict | None:
         """A chain variant's own check of a kept evolution's answer, after the task's rules (the code task

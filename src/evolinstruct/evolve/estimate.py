@@ -502,7 +502,7 @@ def estimate_evolve(
     eq_template = eq_c.count(templates.render_equality("", "")) + overhead(1)
 
     # One pass over the seeds: exact epoch-1 prompts.
-    columns = SeedColumns(instruction=s.column, input=s.input_column)
+    columns = SeedColumns(instruction=s.column, input=s.input_column, conversations=task.conversations)
     ex = config.executor
     n = seed_answers = outputs = 0
     seed_prompt = {"answer": 0.0, "evolve": 0.0, "equality": 0.0}  # sums of the seeds' own tokens per role
@@ -514,6 +514,11 @@ def estimate_evolve(
         prompt = join_input(seed.instruction, seed.input, s.input_separator)
         counted = {id(c): c.count(prompt) for c in distinct}  # once per tokenizer, however many roles share it
         tokens = {purpose: counted[id(c)] for purpose, c in role_counter.items()}
+        if seed.history:  # a conversation: answers see every earlier turn, the evolver sees them as context
+            context = "\n".join(m["content"] for m in seed.history)
+            extra = {id(c): c.count(context) for c in distinct}
+            for purpose in ("answer", "evolve"):
+                tokens[purpose] += extra[id(role_counter[purpose])]
         for purpose in seed_prompt:
             seed_prompt[purpose] += tokens[purpose]
         if seed.output.strip():
@@ -522,6 +527,10 @@ def estimate_evolve(
         if not (a.seed_responses == "keep" and seed.output.strip()):
             seed_answers += 1
             seed_answer_prompts += tokens["answer"] + overhead(1)
+        # MT-Bench rows: each earlier turn without an answer is answered first (at most this prompt's size).
+        missing = sum(1 for m in seed.history if m["role"] == "assistant" and not m["content"].strip())
+        seed_answers += missing
+        seed_answer_prompts += missing * (tokens["answer"] + overhead(1))
         root_id = seed_record_id(seed.index, seed.instruction, seed.input)
         op = choose_operation(weights, a.seed, root_id, 1)
         formats = templates.data_formats(op)

@@ -26,6 +26,7 @@ from ..rundir import write_stats
 from ..seeds import SeedColumns, SeedReadStats, read_seeds
 from ..slots import PrioritySlots
 from ..store import RunStore
+from .adaptive import PILOT_INCOMPLETE, AdaptiveWeights, pilot_seeds
 from .chain import Chain, Progress, RoleCalls
 from .config import EvolveConfig
 from .estimate import Estimate, estimate_evolve, with_estimate
@@ -47,7 +48,8 @@ def count_seeds(config: EvolveConfig) -> SeedReadStats:
 
 
 def _columns(config: EvolveConfig) -> SeedColumns:
-    return SeedColumns(instruction=config.source.column, input=config.source.input_column)
+    return SeedColumns(instruction=config.source.column, input=config.source.input_column,
+                       conversations=get_task(config.algorithm.task).conversations)
 
 
 WAIT_POLL = 1.0  # seconds between looks at the backends' retry waits, for the progress line
@@ -113,15 +115,24 @@ async def _evolve_async(
         roles = RoleCalls(evolver=role(config.roles.evolver), responder=role(config.roles.answer),
                       judge=role(config.roles.equality))
         on_start(expected, resumed)
-        chain = (chain_class(task) or Chain)(config, templates, weights, roles, commit=store.save_step,
-                                              on_step=on_step, rules=task.rules(config))
         executor = Executor(config.transport.concurrency, ex.max_chains, ex.shard, ex.shards)
+        adaptive = None
+        if config.algorithm.pilot is not None:  # the pilot: the first seeds this process runs (adaptive.py)
+            pilot = pilot_seeds(executor.mine(read_seeds(config.source.seeds, _columns(config), config.source.limit)),
+                                config.algorithm.pilot)
+            adaptive = AdaptiveWeights(weights, pilot, config.algorithm.op_floor)
+        chain = (chain_class(task) or Chain)(config, templates, weights, roles,
+                                              commit=adaptive.commit(store.save_step) if adaptive else store.save_step,
+                                              on_step=on_step, rules=task.rules(config),
+                                              weights_for=adaptive.for_seed if adaptive else None)
         run_chain = chain.run
         seeds = read_seeds(config.source.seeds, _columns(config), config.source.limit)
         if collector is not None:  # every chain in progress at once: a round gathers all their calls
             executor = Executor(config.transport.concurrency, 1 << 30, ex.shard, ex.shards)
             chain.speculative = True
             seeds, run_chain = collector.seeds(seeds), _batched(collector, chain.run)
+        if adaptive:  # outside the batch wrapper: a chain held at the pilot's barrier is not yet in a round
+            run_chain = adaptive.gate(run_chain)
         waits = asyncio.create_task(report_waits(chain.progress, roles, on_step))
         try:
             if collector is not None:
@@ -130,6 +141,8 @@ async def _evolve_async(
             # the executor cancels the chains in flight, and every call and step finished so far is stored.
             stopped_by = await executor.run(seeds, run_chain)
             stopped_by = stopped_by or budget.stopped_by
+            if adaptive and adaptive.skipped and not stopped_by:
+                stopped_by = PILOT_INCOMPLETE  # a pilot call failed: the other seeds wait for the rerun
         finally:
             waits.cancel()
             if collector is not None:
@@ -160,6 +173,8 @@ async def _evolve_async(
             extra["batch"] = {**collector.stats.as_dict(), "provider": config.batch.provider,
                               "rounds_total": store.get_meta("batch_rounds") or 0,
                               "wasted": chain.progress.wasted}
+        if adaptive:
+            extra["op_weights"] = adaptive.stats()
         if prices:
             extra["cost"] = _cost(store, prices, budget, counters)
         stats = finalize(store, config.algorithm.epochs, extra, task.tally() if task.tally else None)

@@ -68,8 +68,10 @@ def message_result(message: Any) -> Result:
 
 class _Client:
     def __init__(self, spec: ModelSpec, transport: Transport) -> None:
-        import anthropic
-
+        try:
+            import anthropic
+        except ImportError:
+            raise BackendError("the anthropic backend needs the anthropic SDK: pip install 'evolinstruct[anthropic]'") from None
         self.base_url = spec.base_url
         self.api_key_env, self._key = _key(spec.api_key_env, spec.base_url)
         self.client = anthropic.AsyncAnthropic(api_key=self._key, base_url=spec.base_url,

@@ -15,6 +15,7 @@ from .filter import filter_cmd
 from .optimize import optimize
 from .report import report_cmd
 from .score import score
+from .status import status_cmd
 from .train import train_cmd
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Evol-Instruct (WizardLM), end to end.")
@@ -33,6 +34,7 @@ app.command("report")(report_cmd)
 app.command("filter")(filter_cmd)
 app.command("optimize")(optimize)
 app.add_typer(eval_app, name="eval")
+app.command("status")(status_cmd)
 
 
 if __name__ == "__main__":  # pragma: no cover

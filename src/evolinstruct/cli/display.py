@@ -66,6 +66,9 @@ def print_evolve_summary(stats: dict, out: Path) -> None:
     if isinstance(task, dict):  # a task's own checks (tasks/): its rule counts; the rest is in stats.json
         rules = ", ".join(f"{reason} {n}" for reason, n in (task.get("rules") or {}).items())
         table.add_row(f"task {task.get('name', '')}", rules or "no eliminations by its own rules")
+    weights = stats.get("op_weights")
+    if isinstance(weights, dict) and weights.get("adaptive"):  # --op-weights adaptive: what the pilot chose
+        table.add_row("adaptive weights", ", ".join(f"{op} {w:.2f}" for op, w in weights["adaptive"].items()))
     table.add_row("llm calls", f"{stats['llm_calls']} sent, {stats['cache_hits']} from cache, {stats['failed_calls']} failed")
     table.add_row("tokens", f"{stats['tokens']['prompt']} prompt + {stats['tokens']['completion']} completion")
     if stats.get("truncated_answers_kept"):
@@ -76,7 +79,9 @@ def print_evolve_summary(stats: dict, out: Path) -> None:
     table.add_row("time", f"{stats['seconds']:.1f}s (total {stats['seconds_total']:.1f}s)")
     table.add_row("dataset", f"{stats['dataset_rows']} rows -> {out / 'dataset.jsonl'}")
     Console().print(table)
-    if stats.get("stopped_by"):
+    if stats.get("stopped_by") == "pilot_incomplete":
+        console.print("[yellow]the adaptive pilot had failed calls[/]: the other seeds wait for it; rerun to retry them.")
+    elif stats.get("stopped_by"):
         console.print(f"[yellow]stopped by --{stats['stopped_by'].replace('_', '-')}[/]: rerun with a larger budget to continue.")
     if ev["errors"] or stats["seed_errors"]:
         example = f" (e.g. {plain(stats['first_error'])})" if stats.get("first_error") else ""
@@ -298,6 +303,30 @@ def print_estimate(plan: dict[str, Any]) -> None:
     console.print("nothing was sent and nothing was written")
 
 
+def print_status(info: dict[str, Any], run_dir: Path) -> None:
+    """`evolinstruct status`: the run's numbers, then one row per open provider batch."""
+    table = Table(title=f"evolinstruct status: {run_dir}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("records", ", ".join(f"{n} {s}" for s, n in sorted(info["records"].items())) or "none yet")
+    by_purpose = ", ".join(f"{p} {n}" for p, n in info["calls_by_purpose"].items())
+    table.add_row("calls", f"{info['calls']} stored ({by_purpose}), {info['failed_calls']} failed")
+    table.add_row("batch rounds", str(info["rounds"]))
+    table.add_row("batches", ", ".join(f"{n} {s}" for s, n in info["batches"].items()) or "none")
+    if "cost" in info:
+        cost = info["cost"]
+        split = ", ".join(f"{m} ${v:.4f}" for m, v in cost.items() if m != "total")
+        table.add_row("cost so far", f"${cost['total']:.4f} ({split})")
+    console.print(table)
+    if info["batches_open"]:
+        pending = Table(title="open batches", title_justify="left")
+        for column in ("batch", "round", "model", "state", "provider status", "requests", "counts"):
+            pending.add_column(column)
+        for b in info["batches_open"]:
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(b["counts"].items()))
+            pending.add_row(escape(b["batch_id"] or b["id"]), str(b["round"]), escape(b["model"]), b["state"],
+                            escape(b["status"] or "-"), str(b["requests"]), escape(counts) or "-")
+        console.print(pending)
 # ---------------------------------------------------------------------------------------------- optimize
 def optimize_event(event: dict[str, Any]) -> str:
     """One line per finished optimization step, or per holdout side started."""

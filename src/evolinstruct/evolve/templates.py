@@ -17,7 +17,7 @@ from typing import Any
 IN_DEPTH_OPS = ("add_constraints", "deepening", "concretizing", "increased_reasoning", "complicate_input")
 IN_BREADTH_OPS = ("mutation",)
 ALL_OPS = IN_DEPTH_OPS + IN_BREADTH_OPS
-BUILTIN_SETS = ("paper", "repo", "math", "code")
+BUILTIN_SETS = ("paper", "repo", "math", "code", "conversation")
 
 
 class TemplateError(ValueError):

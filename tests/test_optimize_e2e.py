@@ -96,3 +96,32 @@ def test_sigkill_mid_step_then_rerun_repeats_no_stored_call_and_ends_at_the_same
         assert (killed / name).read_bytes() == (clean / name).read_bytes(), name
     assert stats["holdout"] == clean_stats["holdout"]
     assert "holdout: 2 seeds" in done.stderr
+
+
+def test_optimization_report_in_chromium(tmp_path, sim_url):
+    """The OPT_DIR page in a real browser: no console error, no request outside the file, the chart drawn."""
+    import re
+
+    from playwright.sync_api import sync_playwright
+
+    out = tmp_path / "opt"
+    done = subprocess.run(_cmd(sim_url, out), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    page_file = tmp_path / "report.html"
+    done = subprocess.run([*CLI, "report", str(out), "-o", str(page_file)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        problems: list[str] = []
+        requests: list[str] = []
+        page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(page_file.as_uri())
+        assert page.locator("#progress svg polyline").count() == 4  # success, paper, rules, score
+        assert page.locator("#steps tbody tr").count() == 2
+        assert page.locator("#holdout table").count() == 1
+        browser.close()
+    assert not problems, problems
+    assert all(re.match(r"^(file|data):", u) for u in requests), requests

@@ -87,11 +87,11 @@ def chart(history: list[dict[str, Any]], stats: dict[str, Any]) -> str:
         if r["changed"]:  # the accepted candidate becomes the next point: ring it there
             nxt = r["step"] + 1
             parts.append(f'<circle cx="{x(nxt):.1f}" cy="{y(next(p["score"] for p in pts if p["step"] == nxt), smax):.1f}" '
-                         f'r="8" fill="none" stroke="#16a34a" stroke-width="2"><title>accepted at step {r["step"]}'
+                         f'r="8" fill="none" stroke="#0f172a" stroke-width="2"><title>accepted at step {r["step"]}'
                          '</title></circle>')
     parts.append("</svg>")
     legend = "".join(f'<span><i style="background:{c}"></i>{escape(k.replace("_", " "))}</span>' for k, c in COLORS.items())
-    return ('<div class="legend">' + legend + '<span><i style="background:#16a34a"></i>accepted (ringed)</span></div>'
+    return ('<div class="legend">' + legend + '<span><i style="background:#0f172a"></i>accepted (ringed)</span></div>'
             + "".join(parts))
 
 

@@ -312,3 +312,14 @@ def test_same_history_at_any_concurrency(tmp_path, scripted):
     run_optimize(config(cfg.seeds, steps=2, candidates=3, transport=Transport(concurrency=1)), tmp_path / "narrow")
     for name in ("history.jsonl", "method.json"):
         assert (tmp_path / "wide" / name).read_bytes() == (tmp_path / "narrow" / name).read_bytes(), name
+
+
+def test_max_cost_stops_cleanly(tmp_path, scripted):
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"*": {"input": 1000.0, "output": 1000.0}}))  # USD per 1M tokens: a call ~ 0.1-1 USD
+    cfg = config(seeds_file(tmp_path), max_cost=2.0, prices=str(prices))
+    script = scripted(*World(cfg, {}).rules())
+    stats = run_optimize(cfg, tmp_path / "opt")
+    assert stats["stopped_by"] == "max_cost" and stats["steps_done"] == 0 and "holdout" not in stats
+    assert 0 < script.count() == stats["llm_calls"] < 20
+    assert (tmp_path / "opt" / "method.json").exists()  # still the initial method, usable

@@ -15,7 +15,9 @@ A full run rewrites docs/BENCHMARKS.md; `--quick` (about 2 minutes) only prints,
 
 Other sections (`--sections`): `throughput` (default), `faults` (faults on, then resume with faults
 off, and check the accounting), `scale` (peak RSS on 5K vs 52K seeds), `local` (the embedded engine's
-tokens/s batched vs unbatched). Calls and tokens per kept example are reported for every evolinstruct
+tokens/s batched vs unbatched), `adaptive` (adaptive vs uniform operation weights on a server with
+per-operation elimination: kept evolutions per 1,000 calls, kept share per operation), `optimize` (`evolinstruct optimize` per step at C=64 against its
+ideal, bench/optimize_bench.py). Calls and tokens per kept example are reported for every evolinstruct
 run (from its stats.json). Raw results go to bench/results/ (gitignored).
 
 Everything runs on 127.0.0.1, with a timeout on every child; children run in their own process
@@ -538,6 +540,53 @@ def section_faults(args) -> dict:
     return result
 
 
+ADAPTIVE_ELIM = "add_constraints=0.9,concretizing=0.9"  # as a small model fails them (issue 17's demo run)
+
+
+def section_adaptive(args) -> dict:
+    """Adaptive vs uniform operation weights (issue 17) on the simulation server with per-operation elimination
+    (`--op-elim`: add_constraints and concretizing copy the given prompt 90% of the time, judged Equal; every
+    judgement 5% Equal besides): kept evolutions per 1,000 calls (target: adaptive >= 1.15x uniform), the
+    per-operation share of the kept data, and the adaptive weights (none below the floor)."""
+    seeds, epochs, concurrency, pilot = (200, 4, 128, 20) if args.quick else (1000, 4, 256, 100)
+    work = Path(tempfile.mkdtemp(prefix="evolinstruct-adaptive-"))
+    result: dict = {"seeds": seeds, "epochs": epochs, "concurrency": concurrency, "pilot": pilot,
+                    "op_elim": ADAPTIVE_ELIM, "runs": {}}
+    sim_flags = [*args.sim_extra, "--op-elim", ADAPTIVE_ELIM, "--rate-equal", "0.05"]
+    for name, extra in (("uniform", []), ("adaptive", ["--op-weights", "adaptive", "--pilot", str(pilot)])):
+        with SimServer(concurrency, 0.02, 0.5, sim_flags, args.logs / f"sim-adaptive-{name}.log") as sim:
+            row = run_evolinstruct(args, sim, seeds=seeds, epochs=epochs, concurrency=concurrency, extra=extra,
+                                   label=f"evolinstruct {name} weights", out=work / name, keep_out=True)
+        stats = json.loads((work / name / "stats.json").read_text())
+        kept = stats["kept"]
+        by_op = stats["by_op"]
+        result["runs"][name] = {
+            "rc": row["rc"], "wall_s": row["wall_s"], "calls": stats["llm_calls"], "kept": kept,
+            "kept_per_1000_calls": round(1000 * kept / stats["llm_calls"], 1) if stats["llm_calls"] else 0.0,
+            "kept_share": {op: round(c.get("kept", 0) / kept, 4) if kept else 0.0 for op, c in by_op.items()},
+            "survival": {op: round(c.get("kept", 0) / c["attempted"], 3) if c.get("attempted") else None
+                         for op, c in by_op.items()},
+            "op_weights": stats.get("op_weights"),
+        }
+    uni, ada = result["runs"]["uniform"], result["runs"]["adaptive"]
+    result["ratio"] = round(ada["kept_per_1000_calls"] / uni["kept_per_1000_calls"], 3) if uni["kept_per_1000_calls"] else None
+    weights = (ada["op_weights"] or {}).get("adaptive") or {}
+    floor = (ada["op_weights"] or {}).get("floor", 0)
+    checks = {
+        "both runs exit 0": uni["rc"] == 0 and ada["rc"] == 0,
+        "adaptive >= 1.15x uniform kept per 1,000 calls": (result["ratio"] or 0) >= 1.15,
+        "no operation's weight below the floor": bool(weights) and min(weights.values()) >= floor,
+        "every operation in the adaptive kept data": set(ada["kept_share"]) == set(uni["kept_share"])
+        and min(ada["kept_share"].values()) > 0,
+    }
+    result.update(checks=checks, ok=all(checks.values()))
+    console.print(f"adaptive: x{result['ratio']} kept per 1,000 calls ({uni['kept_per_1000_calls']} uniform, "
+                  f"{ada['kept_per_1000_calls']} adaptive); weights {weights}; "
+                  f"{'[green]PASS[/]' if result['ok'] else '[red]FAIL[/]'} {checks}")
+    shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
 def section_scale(args) -> dict:
     """Peak RSS at 5K vs 52K seeds (1 epoch, fast server). Long: ~4 calls per seed."""
     result = {}
@@ -579,6 +628,18 @@ def section_local(args) -> dict:
         out[f"max_batch={mb}"] = r["json"] or {"rc": r["rc"], "timed_out": r["timed_out"], "log_tail": tail(r["log"], 5)}
         console.print(f"local max_batch={mb}: {out[f'max_batch={mb}']}")
     return out
+
+
+def section_optimize(args) -> dict:
+    """`evolinstruct optimize` at C=64: calls and seconds per step against its dependency structure's ideal
+    (bench/optimize_bench.py, issue 15)."""
+    sys.path.insert(0, str(BENCH))
+    from optimize_bench import markdown, run_section
+
+    result = run_section(steps=2 if args.quick else 3, seeds=args.seeds_file, timeout=args.timeout)
+    console.print(markdown(result), highlight=False)
+    console.print(f"every step >= {result['target']} of its ideal: {'yes' if result['ok'] else 'NO'}")
+    return result
 
 
 # ---------------------------------------------------------------------------------------- reporting
@@ -872,7 +933,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small smoke run (under 2 minutes): 200 seeds, 1 epoch, config A only")
     p.add_argument("--sections", default="throughput",
-                   help="comma list: throughput, faults, scale, local, endpoints, shards, ray_overhead, or all")
+                   help="comma list: throughput, faults, scale, local, adaptive, batch, optimize, endpoints, shards, "
+                        "ray_overhead, or all")
     p.add_argument("--seeds-file", type=Path, default=SEEDS)
     p.add_argument("--seeds-a", type=int, default=500, help="seeds for C=256 L=0.5")
     p.add_argument("--seeds-b", type=int, default=2048, help="seeds for C=1024 L=1.0 (more than C, so C chains can be in flight)")
@@ -900,8 +962,8 @@ def main() -> int:
     if "distilabel" not in args.tools:
         args.no_distilabel = True
     args.evolinstruct_args = args.evolinstruct_args.split()
-    sections = ({"throughput", "faults", "scale", "local", "endpoints", "shards", "ray_overhead"} if args.sections == "all"
-                else set(args.sections.split(",")))
+    sections = ({"throughput", "faults", "scale", "local", "optimize", "endpoints", "shards", "ray_overhead"}
+                if args.sections == "all" else set(args.sections.split(",")))
     if args.from_json:
         return redo_from_json(args)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -930,6 +992,16 @@ def main() -> int:
         report["scale"] = section_scale(args)
     if "local" in sections:
         report["local"] = section_local(args)
+    if "adaptive" in sections:
+        report["adaptive"] = section_adaptive(args)
+    if "batch" in sections:  # --batch rounds vs online (bench/batchbench.py)
+        from batchbench import md as batch_md
+        from batchbench import section_batch
+
+        report["batch"] = section_batch(args.seeds_file, seeds=100 if args.quick else 500, epochs=args.epochs)
+        console.print(batch_md(report["batch"]))
+    if "optimize" in sections:
+        report["optimize"] = section_optimize(args)
     for name in ("endpoints", "shards", "ray_overhead"):  # issue 13's scale-out sections (bench/scale_bench.py)
         if name in sections:
             sys.path.insert(0, str(BENCH))
@@ -955,6 +1027,8 @@ def main() -> int:
     bad = [r for r in report["throughput"] if r.get("timed_out") or r.get("rc")]
     if report.get("faults") and not report["faults"].get("ok"):
         bad.append(report["faults"])
+    if report.get("adaptive") and not report["adaptive"].get("ok"):
+        bad.append(report["adaptive"])
     return 1 if bad else 0
 
 

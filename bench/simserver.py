@@ -11,8 +11,14 @@ the same latency draw and the same text, whatever the client, concurrency or ord
   - Answers that the Evol-Instruct elimination rules keep: an evolving prompt ('Rewritten Prompt' /
     'Created Prompt') gets a new instruction made from the given prompt's words plus a harder suffix;
     an equality prompt ('Equal or Not Equal') gets "Not Equal" (or "Equal" for a `--rate-equal` share);
+    Auto Evol-Instruct's prompts (`evolinstruct optimize`): an evolving method gets a '#Finally Rewritten
+    Instruction#:' line, a method optimization gets the method with one more rule in an Optimized Method block;
     anything else gets a 40-80 word answer, truncated to `max_tokens` words.
     `usage` counts whitespace words.
+  - `--op-elim "add_constraints=0.9,concretizing=0.9"`: per-operation elimination. An evolving prompt of a
+    named operation (recognised by its method line, `OP_MARKERS`) is answered, for that share of requests
+    (decided by the body's hash), with the given prompt copied unchanged; the equality judge answers "Equal"
+    whenever its two prompts are the same, so rule 1 eliminates the copy (two calls spent, nothing kept).
   - Faults, decided per attempt (hash of the body and of how many times this server has seen that
     body), so a retry of the same request can succeed: `--rate-429` (with Retry-After), `--rate-500`,
     `--rate-drop` (the connection is closed without a response, after the service time),
@@ -40,6 +46,9 @@ import time
 from collections import Counter
 
 from aiohttp import web
+
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
+from simbatch import add_batch_args, add_batch_routes  # noqa: E402 - beside this file
 
 try:  # optional speed-ups; the server works without them
     import orjson
@@ -93,6 +102,26 @@ VOCAB = (
 
 _GIVEN = re.compile(r"#(?:The )?Given Prompt#:?\s*\n(.*?)\n\s*#(?:Rewritten|Created) Prompt#", re.S)
 _WORDS_OK = re.compile(r"[^\s#]+")
+_JUDGED = re.compile(r"The First Prompt:\s*(.*?)\s*The Second Prompt:\s*(.*?)\s*Your Judgement", re.S)
+# The operation of an evolving prompt, by its method line (the paper's and the repo's prompts), for --op-elim.
+OP_MARKERS = (
+    ("mutation", "Prompt Creator"),
+    ("complicate_input", "dataformat"),
+    ("add_constraints", "add one more constraints"),
+    ("deepening", "depth and breadth of the inquiry can be increased"),
+    ("concretizing", "more specific concepts"),
+    ("increased_reasoning", "multiple-step reasoning"),
+)
+
+
+def op_of(prompt: str) -> str | None:
+    return next((op for op, marker in OP_MARKERS if marker in prompt), None)
+
+
+def copied_given(prompt: str) -> str | None:
+    """The instruction an evolving prompt gives (the last one: complicate_input shows an example first)."""
+    found = _GIVEN.findall(prompt)
+    return found[-1].strip() if found else None
 
 
 def _hash(body: bytes) -> int:
@@ -119,6 +148,18 @@ def _text_of(messages) -> str:
     return "\n".join(parts)
 
 
+def _kind(prompt: str) -> str:
+    if "Equal or Not Equal" in prompt:
+        return "equality"
+    if "```Optimized Method" in prompt and "```Method\n" in prompt:
+        return "optimize"  # Auto Evol-Instruct's method optimization (evolinstruct optimize)
+    if "#Finally Rewritten Instruction#" in prompt:
+        return "auto_evolve"  # an evolving method of Auto Evol-Instruct
+    if "Rewritten Prompt" in prompt or "Created Prompt" in prompt:
+        return "evolve"
+    return "answer"
+
+
 def make_evolution(prompt: str, rng: random.Random) -> str:
     m = _GIVEN.search(prompt)
     given = m.group(1) if m else prompt[-400:]
@@ -135,6 +176,13 @@ def make_evolution(prompt: str, rng: random.Random) -> str:
         return f"{rng.choice(OPENERS)} {core}{rng.choice(SUFFIXES)}."
     core = " ".join(words).rstrip(".?!,;:")
     return f"{core}{rng.choice(SUFFIXES)}."
+
+
+def make_method(prompt: str, rng: random.Random) -> str:
+    """Auto Evol-Instruct's optimizer: the given method with one more rule, in an Optimized Method block."""
+    method = prompt.rsplit("```Method\n", 1)[-1].rsplit("```", 1)[0]
+    rule = f"Rule {rng.randint(1, 999)}: the rewritten instruction must stay self-contained{rng.choice(SUFFIXES)}.\n"
+    return f"Here is the optimized method.\n```Optimized Method\n{rule}{method}```\n"
 
 
 def make_answer(prompt: str, rng: random.Random) -> str:
@@ -230,12 +278,7 @@ class Sim:
             return web.json_response({"error": {"message": "simulated server error"}}, status=500)
 
         prompt = _text_of(messages)
-        if "Equal or Not Equal" in prompt:
-            kind = "equality"
-        elif "Rewritten Prompt" in prompt or "Created Prompt" in prompt:
-            kind = "evolve"
-        else:
-            kind = "answer"
+        kind = _kind(prompt)
         self.by_kind[kind] += 1
         delay = self.latency(h)
         if fault == "slow":
@@ -262,25 +305,21 @@ class Sim:
                 transport.abort()  # RST/close without any response bytes
             raise asyncio.CancelledError  # aiohttp treats this as a lost connection: nothing is written
 
+        out = self.completion(payload, h, attempt)
+        return web.Response(body=_dumps(out), content_type="application/json")
+
+    def completion(self, payload: dict, h: int, attempt: int = 0) -> dict:
+        """A chat.completion for a request body whose bytes hash to `h` (online and batch lines alike)."""
+        prompt = _text_of(payload.get("messages"))
+        kind = _kind(prompt)
         n = max(1, int(payload.get("n") or 1))
         max_tokens = payload.get("max_tokens") or payload.get("max_completion_tokens") or 1 << 30
         prompt_tokens = len(prompt.split())
         choices = []
         completion_tokens = 0
         for i in range(n):
-            rng = random.Random(h + i)
-            if kind == "equality":
-                text = "Equal" if _uniform(h + i, 11) < self.args.rate_equal else "Not Equal"
-            elif kind == "evolve":
-                text = make_evolution(prompt, rng)
-            else:
-                text = make_answer(prompt, rng)
-            words = text.split()
-            finish = "stop"
-            if len(words) > max_tokens:
-                text, finish = " ".join(words[:max_tokens]), "length"
-                words = words[:max_tokens]
-            completion_tokens += len(words)
+            text, finish, words = self.text(kind, prompt, h + i, max_tokens)
+            completion_tokens += words
             choices.append({
                 "index": i, "message": {"role": "assistant", "content": text},
                 "logprobs": None, "finish_reason": finish,
@@ -288,7 +327,7 @@ class Sim:
         self.completed += 1
         self.prompt_tokens += prompt_tokens
         self.completion_tokens += completion_tokens
-        out = {
+        return {
             "id": f"chatcmpl-{h:016x}{attempt}",
             "object": "chat.completion",
             "created": int(time.time()),
@@ -300,7 +339,34 @@ class Sim:
                 "total_tokens": prompt_tokens + completion_tokens,
             },
         }
-        return web.Response(body=_dumps(out), content_type="application/json")
+
+    def text(self, kind: str, prompt: str, h: int, max_tokens: int) -> tuple[str, str, int]:
+        """(text, finish_reason, words) of one answer: a function of the request's hash alone."""
+        rng = random.Random(h)
+        if kind == "equality":
+            judged = _JUDGED.search(prompt)
+            same = judged is not None and judged.group(1).strip() == judged.group(2).strip()
+            text = "Equal" if same or _uniform(h, 11) < self.args.rate_equal else "Not Equal"
+        elif kind == "evolve":
+            op = op_of(prompt) if self.args.op_elim else None
+            copy = copied_given(prompt) if op in self.args.op_elim and _uniform(h, 13) < self.args.op_elim[op] else None
+            if copy:
+                self.by_kind[f"copied:{op}"] += 1
+            text = copy or make_evolution(prompt, rng)
+        elif kind == "optimize":
+            text = make_method(prompt, rng)
+        elif kind == "auto_evolve":
+            given = prompt.rsplit("#Instruction#:", 1)[-1]
+            evolved = make_evolution(given, rng).rstrip(".")  # a variant per request: no two methods agree
+            text = f"Step 1\n#Methods List#: ...\nStep 4\n#Finally Rewritten Instruction#: {evolved} (variant {rng.randrange(10**6)})."
+        else:
+            text = make_answer(prompt, rng)
+        words = text.split()
+        finish = "stop"
+        if len(words) > max_tokens:
+            text, finish = " ".join(words[:max_tokens]), "length"
+            words = words[:max_tokens]
+        return text, finish, len(words)
 
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [
@@ -350,6 +416,7 @@ def build_app(args: argparse.Namespace) -> web.Application:
     app.router.add_get("/models", sim.models)
     app.router.add_get("/stats", sim.stats)
     app.router.add_post("/stats/reset", sim.reset_stats)
+    add_batch_routes(app, sim, args, _hash)  # provider batch APIs (bench/simbatch.py)
     return app
 
 
@@ -370,9 +437,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rate-slow", type=float, default=0.0)
     p.add_argument("--slow-seconds", type=float, default=5.0)
     p.add_argument("--fault-seed", type=int, default=0, help="another deterministic fault pattern")
+    p.add_argument("--op-elim", default="", help="per-operation elimination shares, e.g. add_constraints=0.9,concretizing=0.9: "
+                   "that share of the operation's evolutions copy the given prompt and are judged Equal")
     p.add_argument("--backlog", type=int, default=4096)
     p.add_argument("--trace", default=None, help="append one line per attempt (time, body hash, attempt, fault) here")
+    add_batch_args(p)
     args = p.parse_args(argv)
+    try:
+        args.op_elim = {op: float(rate) for op, _, rate in (pair.partition("=") for pair in args.op_elim.split(",") if pair)}
+    except ValueError:
+        p.error("--op-elim: OP=RATE pairs separated by commas")
+    if any(not 0 <= r <= 1 for r in args.op_elim.values()):
+        p.error("--op-elim rates must be in [0, 1]")
     if args.retry_after == int(args.retry_after):
         args.retry_after = int(args.retry_after)
     args.faults = any(r > 0 for r in (args.rate_429, args.rate_500, args.rate_drop, args.rate_slow))

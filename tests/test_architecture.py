@@ -15,8 +15,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "evolinstruct"
 LAYERS = {
     "cli": 3,
-    "evolve": 2, "quality": 2, "evaluate": 2, "train": 2, "report": 2, "scale": 2,
-    "calls": 1, "store": 1, "models": 1, "slots": 1,
+    "evolve": 2, "optimize": 2, "quality": 2, "evaluate": 2, "train": 2, "report": 2, "scale": 2,
+    "calls": 1, "batches": 1, "store": 1, "models": 1, "slots": 1,
     "records": 0, "seeds": 0, "rundir": 0, "kv": 0, "datadir": 0, "redact": 0,
 }
 

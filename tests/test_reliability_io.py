@@ -401,7 +401,7 @@ def test_wrong_seed_input_is_one_line(tmp_path: Path, name: str, content: str, a
     line = _one_line_error(result.output)
     assert f"{seeds.parent}/{expected}" in line, line
     if name == "chat.json":
-        assert "not supported yet by the chat task" in line and "--column" in line
+        assert "--task conversation" in line and "--column" in line
     assert not out.exists()  # checked before anything is written
 
 

@@ -111,7 +111,7 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path):
         ("b.jsonl", '{"instruction": true}\n', None, "b.jsonl:1: column 'instruction' holds a boolean"),
         ("l.jsonl", '{"instruction": "ok", "output": ["x"]}\n', None, "l.jsonl:1: column 'output' holds a list"),
         ("top.json", "[1, 2]\n", None, "top.json:1: expected an object (or a string), got a number"),
-        # ShareGPT / OpenAI chat rows: not seeds for the chat task yet; say so and how to pick a column.
+        # ShareGPT / OpenAI chat rows: not seeds for the chat task; say so, point at --task conversation and --column.
         ("sg.jsonl", json.dumps({"conversations": [{"from": "human", "value": "Hi"}], "title": "t"}) + "\n",
          SeedColumns(instruction="conversations"), "sg.jsonl:1: column 'conversations' holds a conversation"),
         ("oa.jsonl", json.dumps({"messages": [{"role": "user", "content": "Hi"}]}) + "\n", None,
@@ -131,7 +131,7 @@ def test_wrong_input_that_was_accepted_is_one_line(tmp_path, name, content, colu
     assert message.startswith(f"{path.parent}/{expected}"), message
     assert "\n" not in message
     if "conversation" in expected or "chat file" in expected:
-        assert "not supported yet by the chat task" in message and "--column" in message
+        assert "--task conversation" in message and "--column" in message
 
 
 def test_numbers_in_input_and_output_are_text_as_written(tmp_path):

@@ -31,6 +31,7 @@ class CallCounters:
     failed: Counter = field(default_factory=Counter)
     prompt_tokens: Counter = field(default_factory=Counter)
     completion_tokens: Counter = field(default_factory=Counter)
+    cost: Counter = field(default_factory=Counter)  # USD by (mode, purpose), when prices are known
 
     def as_dict(self) -> dict[str, dict[str, int]]:
         return {
@@ -64,15 +65,33 @@ class Budget:
             raise BudgetExhausted(self.stopped_by)
 
 
-def price_of(prices: dict[str, dict[str, float]], model: str, prompt_tokens: int, completion_tokens: int) -> float:
+BATCH_DISCOUNT = 0.5  # batch APIs (OpenAI, Anthropic) bill half the online price
+
+
+def mode_price(price: dict, mode: str = "online") -> dict[str, float]:
+    """A model's prices in a mode. Batch: the entry's "batch" prices ({"input", "output"}), or "batch" as a
+    factor of the online prices (0.5), else BATCH_DISCOUNT of the online prices."""
+    if mode != "batch":
+        return price
+    batch = price.get("batch")
+    if isinstance(batch, dict):
+        return batch
+    factor = float(batch) if isinstance(batch, int | float) else BATCH_DISCOUNT
+    return {k: factor * float(price.get(k, 0.0)) for k in ("input", "output")}
+
+
+def price_of(prices: dict[str, dict[str, float]], model: str, prompt_tokens: int, completion_tokens: int,
+             mode: str = "online") -> float:
     price = prices.get(model) or prices.get("*")
     if not price:
         return 0.0
+    price = mode_price(price, mode)
     return (prompt_tokens * price.get("input", 0.0) + completion_tokens * price.get("output", 0.0)) / 1e6
 
 
 def load_prices(path: str | None) -> dict[str, dict[str, float]]:
-    """A JSON price table: {"MODEL or *": {"input": USD per 1M tokens, "output": USD per 1M tokens}}."""
+    """A JSON price table: {"MODEL or *": {"input": USD per 1M tokens, "output": USD per 1M tokens}}, each entry
+    optionally with "batch": {"input": ..., "output": ...} or "batch": 0.5 (a factor of the online prices)."""
     if not path:
         return {}
     try:
@@ -129,15 +148,25 @@ class CachedLLM:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._in_flight[key] = future
         try:
+            # A batching backend (--batch) takes the call with its key and purpose: it records them in the
+            # store before submitting and answers when the provider's batch has ended.
+            enqueue = getattr(self.backend, "enqueue", None)
             async with self.slots.slot(remaining):
-                result = (await self.backend.generate([request]))[0]
+                if enqueue is not None:
+                    result = await enqueue(key, purpose, canonical, request)
+                else:
+                    result = (await self.backend.generate([request]))[0]
             if result.ok and not result.text:
                 result = Result(error=f"empty completion from {self.backend.model} (finish_reason "
                                       f"{result.finish_reason!r}): not stored, retried by the next run",
                                 prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
                                 finish_reason=result.finish_reason)
             if result.ok:
-                self.budget.cost += price_of(self.budget.prices, self.backend.model, result.prompt_tokens, result.completion_tokens)
+                mode = getattr(self.backend, "mode", "online")
+                cost = price_of(self.budget.prices, self.backend.model, result.prompt_tokens, result.completion_tokens, mode)
+                self.budget.cost += cost
+                if cost:
+                    self.counters.cost[(mode, purpose)] += cost
                 self.store.save_call(key, purpose, self.backend.model, canonical, result)
                 self.counters.sent[purpose] += 1
                 self.counters.prompt_tokens[purpose] += result.prompt_tokens

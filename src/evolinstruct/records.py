@@ -71,6 +71,7 @@ class Seed:
     input: str = ""
     output: str = ""
     source: str = ""
+    history: list[dict[str, str]] = field(default_factory=list)  # a conversation's earlier turns (messages)
 
 
 @dataclass(slots=True)

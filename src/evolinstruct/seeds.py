@@ -1,6 +1,10 @@
 """Read seed instructions from Alpaca JSON, Self-Instruct JSONL, or any JSON/JSONL/CSV/Parquet file.
 
 GSM8K (`question`, `answer`) and MATH (`problem`, `solution`) rows are recognised without --column.
+Conversations (`SeedColumns.conversations`, the conversation task): ShareGPT rows (`conversations`, turns of
+`from`/`value`), OpenAI rows (`messages`, turns of `role`/`content`) and MT-Bench rows (`turns`, the user's
+turns as strings, no answers: their answers are "" and the conversation task generates them); a row with an
+instruction column is a one-turn conversation.
 
 Every problem is reported as one line naming the file and line: `SeedError("seeds.jsonl:12: ...")`.
 Seeds are yielded lazily so a large file never has to sit in memory as records.
@@ -28,6 +32,7 @@ class SeedColumns:
     instruction: str = "instruction"
     input: str | None = "input"
     output: str | None = "output"
+    conversations: bool = False  # read conversation rows (the conversation task); otherwise they are refused
 
 
 @dataclass(slots=True)
@@ -192,7 +197,7 @@ def _is_conversation(value: Any) -> bool:
 def _conversation_hint(item: dict[str, Any]) -> str:
     text_columns = [k for k, v in item.items() if isinstance(v, str)][:6]
     pick = f" (text columns here: {', '.join(text_columns)})" if text_columns else ""
-    return ("conversation seeds are not supported yet by the chat task; pick a text column with --column"
+    return ("conversation seeds are read by --task conversation; for this task pick a text column with --column"
             + pick)
 
 
@@ -231,6 +236,62 @@ def _problem_columns(item: dict[str, Any], cols: SeedColumns) -> SeedColumns:
     if (instruction, output) == (cols.instruction, cols.output):
         return cols
     return SeedColumns(instruction, cols.input, output)
+
+
+# A conversation's speakers, as ShareGPT files name them, in chat-message roles.
+ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
+         "bard": "assistant", "bing": "assistant", "model": "assistant", "system": "system"}
+
+
+def _turn_list(path: Path, lineno: int, item: dict[str, Any]) -> list[dict[str, str]] | None:
+    """A conversation row's turns as chat messages, checked; None when the row holds no conversation."""
+    where = f"{path}:{lineno}"
+    if isinstance(item.get("turns"), list):  # MT-Bench: the user's turns, no answers
+        turns = item["turns"]
+        if not turns or not all(isinstance(t, str) for t in turns):
+            raise SeedError(f"{where}: 'turns' must be a non-empty list of strings (the user's turns)")
+        out: list[dict[str, str]] = []
+        for text in turns:
+            out += [{"role": "user", "content": text}, {"role": "assistant", "content": ""}]
+        return out[:-1]
+    for column, role_key, text_key in (("conversations", "from", "value"), ("messages", "role", "content")):
+        turns = item.get(column)
+        if turns is None:
+            continue
+        if not isinstance(turns, list) or not turns:
+            raise SeedError(f"{where}: '{column}' must be a non-empty list of turns")
+        out = []
+        for n, turn in enumerate(turns, start=1):
+            if not isinstance(turn, dict) or not isinstance(turn.get(text_key), str):
+                raise SeedError(f"{where}: turn {n} of '{column}' needs '{role_key}' and a text '{text_key}'")
+            role = ROLES.get(str(turn.get(role_key, "")).lower())
+            if role is None:
+                raise SeedError(f"{where}: turn {n} of '{column}' has an unknown speaker {turn.get(role_key)!r} "
+                                f"(known: {', '.join(ROLES)})")
+            if role == "system" and out:
+                raise SeedError(f"{where}: turn {n} of '{column}' is a system message after the first turn")
+            previous = out[-1]["role"] if out else None
+            if role != "system" and previous == role:
+                raise SeedError(f"{where}: turns {n - 1} and {n} of '{column}' are both {role} turns (a conversation "
+                                "alternates user and assistant)")
+            if role == "assistant" and previous in (None, "system"):
+                raise SeedError(f"{where}: turn {n} of '{column}' is an assistant turn before any user turn")
+            out.append({"role": role, "content": turn[text_key]})
+        return out
+    return None
+
+
+def _conversation(path: Path, lineno: int, item: Any, cols: SeedColumns) -> tuple[list[dict[str, str]], str, str, str]:
+    """(history, last user turn, its input, its answer): a conversation row split at its last user turn, or a
+    plain row as a one-turn conversation."""
+    turns = _turn_list(path, lineno, item) if isinstance(item, dict) else None
+    if turns is None:
+        return [], *_fields(path, lineno, item, cols)
+    last = max((i for i, t in enumerate(turns) if t["role"] == "user"), default=None)
+    if last is None:
+        raise SeedError(f"{path}:{lineno}: the conversation has no user turn")
+    answer = turns[last + 1]["content"] if last + 1 < len(turns) else ""
+    return turns[:last], turns[last]["content"], "", answer
 
 
 def _fields(path: Path, lineno: int, item: Any, cols: SeedColumns) -> tuple[str, str, str]:
@@ -273,12 +334,17 @@ def read_seeds(
         if limit is not None and index >= limit:
             return
         rows, last_line = rows + 1, lineno
-        instruction, input_text, output = _fields(path, lineno, item, cols)
+        history: list[dict[str, str]] = []
+        if cols.conversations:
+            history, instruction, input_text, output = _conversation(path, lineno, item, cols)
+        else:
+            instruction, input_text, output = _fields(path, lineno, item, cols)
         if not instruction.strip():
             stats.skipped_empty += 1
             continue
         stats.read += 1
-        yield Seed(index=index, instruction=instruction, input=input_text, output=output, source=f"{path.name}:{lineno}")
+        yield Seed(index=index, instruction=instruction, input=input_text, output=output, source=f"{path.name}:{lineno}",
+                   history=history)
         index += 1
     if index == 0:
         if rows == 0:

@@ -72,7 +72,28 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        # Provider batches (--batch): a batch's requests are recorded as pending before it is submitted and
+        # its provider id right after, so a killed run polls it again instead of paying for it twice.
+        # batches.state: preparing (nothing created) | uploaded (file_id known) | submitted (batch_id known)
+        # | ended | abandoned; batch_requests.state: pending | done | error | missing (resubmitted elsewhere).
+        "m003_batches",
+        """
+        CREATE TABLE batches (
+            id TEXT PRIMARY KEY, provider TEXT NOT NULL, model TEXT NOT NULL, round INTEGER NOT NULL,
+            state TEXT NOT NULL, file_id TEXT, batch_id TEXT, status TEXT, counts TEXT,
+            requests INTEGER NOT NULL, created REAL NOT NULL, updated REAL NOT NULL
+        );
+        CREATE TABLE batch_requests (
+            batch TEXT NOT NULL, key TEXT NOT NULL, purpose TEXT NOT NULL, model TEXT NOT NULL,
+            request TEXT NOT NULL, state TEXT NOT NULL, PRIMARY KEY (batch, key)
+        );
+        CREATE INDEX batch_requests_key ON batch_requests (key);
+        """,
+    ),
 ]
+
+OPEN_BATCH_STATES = ("preparing", "uploaded", "submitted")
 
 
 class ConfigMismatch(RuntimeError):
@@ -380,13 +401,85 @@ class RunStore:
             summary[scorer] = entry
         return summary
 
+    # ------------------------------------------------------------------ provider batches (--batch)
+    def batch_prepare(self, uid: str, provider: str, model: str, round_no: int,
+                      rows: list[tuple[str, str, str, str]]) -> None:
+        """A batch about to be submitted and its (key, purpose, model, canonical request) rows, in one commit."""
+        now = time.time()
+        try:
+            self.db.execute("BEGIN")
+            self.db.execute("INSERT INTO batches VALUES (?, ?, ?, ?, 'preparing', NULL, NULL, NULL, NULL, ?, ?, ?)",
+                            (uid, provider, model, round_no, len(rows), now, now))
+            self.db.executemany("INSERT OR REPLACE INTO batch_requests VALUES (?, ?, ?, ?, ?, 'pending')",
+                                [(uid, *row) for row in rows])
+            self.db.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc, "record a batch before submitting it") from None
+
+    def batch_update(self, uid: str, **fields: Any) -> None:
+        """Set a batch's state, file_id, batch_id, status or counts (a dict, kept as JSON)."""
+        if "counts" in fields and not isinstance(fields["counts"], str | None):
+            fields["counts"] = json.dumps(fields["counts"], sort_keys=True)
+        names = sorted(fields)
+        try:
+            self.db.execute(f"UPDATE batches SET {', '.join(f'{n} = ?' for n in names)}, updated = ? WHERE id = ?",
+                            (*(fields[n] for n in names), time.time(), uid))
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc, "record a batch's state") from None
+
+    def batch_requests_done(self, uid: str, states: dict[str, str]) -> None:
+        """Each key's outcome in batch `uid` (done, error, missing), in one commit."""
+        try:
+            self.db.execute("BEGIN")
+            self.db.executemany("UPDATE batch_requests SET state = ? WHERE batch = ? AND key = ?",
+                                [(state, uid, key) for key, state in states.items()])
+            self.db.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc, "record a batch's results") from None
+
+    def batches(self, open_only: bool = False) -> list[dict[str, Any]]:
+        """Batches, oldest first; `open_only`: those not yet ended or abandoned."""
+        if not self.has_table("batches"):
+            return []
+        cols = ("id", "provider", "model", "round", "state", "file_id", "batch_id", "status", "counts", "requests",
+                "created", "updated")
+        sql = f"SELECT {', '.join(cols)} FROM batches"
+        if open_only:
+            sql += f" WHERE state IN ({', '.join('?' * len(OPEN_BATCH_STATES))})"
+        rows = self.db.execute(sql + " ORDER BY created, id", OPEN_BATCH_STATES if open_only else ())
+        out = []
+        for row in rows:
+            item = dict(zip(cols, row, strict=True))
+            item["counts"] = json.loads(item["counts"]) if item["counts"] else {}
+            out.append(item)
+        return out
+
+    def batch_pending(self, uid: str) -> list[tuple[str, str, str, str]]:
+        """The (key, purpose, model, canonical request) rows of batch `uid` still waiting for a result."""
+        return list(self.db.execute(
+            "SELECT key, purpose, model, request FROM batch_requests WHERE batch = ? AND state = 'pending' ORDER BY key",
+            (uid,)))
+
+    def tokens_by_mode(self) -> dict[tuple[str, str, str], tuple[int, int]]:
+        """(model, mode, purpose) -> stored prompt and completion tokens; mode "batch" for calls answered by a
+        provider batch, "online" for the others."""
+        if not self.has_table("batch_requests"):
+            return {(m, "online", p): (pt, ct) for m, p, pt, ct in self.db.execute(
+                "SELECT model, purpose, SUM(prompt_tokens), SUM(completion_tokens) FROM calls GROUP BY model, purpose")}
+        rows = self.db.execute(
+            "SELECT c.model, CASE WHEN EXISTS (SELECT 1 FROM batch_requests b WHERE b.key = c.key AND b.state = 'done') "
+            "THEN 'batch' ELSE 'online' END AS mode, c.purpose, SUM(c.prompt_tokens), SUM(c.completion_tokens) "
+            "FROM calls c GROUP BY c.model, mode, c.purpose")
+        return {(m, mode, p): (pt or 0, ct or 0) for m, mode, p, pt, ct in rows}
+
     def absorb(self, other: RunStore) -> dict[str, int]:
-        """Copy another store's calls, failures, records, chains and scores into this one, in one transaction
-        (`evolinstruct merge`: shards hold disjoint seeds; a call both hold is the same answer). Rows per table."""
+        """Copy another store's calls, failures, records, chains, scores and provider batches into this one, in one
+        transaction (`evolinstruct merge`: shards hold disjoint seeds; a call both hold is the same answer). Rows per
+        table."""
         counts: dict[str, int] = {}
         try:
             self.db.execute("BEGIN")
-            for table in ("calls", "failures", "records", "chains", "scores"):
+            for table in ("calls", "failures", "records", "chains", "scores", "batches", "batch_requests"):
                 if not other.has_table(table):
                     continue
                 cursor = other.db.execute(f"SELECT * FROM {table}")  # noqa: S608 - our own table names

@@ -73,6 +73,9 @@ def print_evolve_summary(stats: dict, out: Path) -> None:
     if isinstance(task, dict):  # a task's own checks (tasks/): its rule counts; the rest is in stats.json
         rules = ", ".join(f"{reason} {n}" for reason, n in (task.get("rules") or {}).items())
         table.add_row(f"task {task.get('name', '')}", rules or "no eliminations by its own rules")
+    weights = stats.get("op_weights")
+    if isinstance(weights, dict) and weights.get("adaptive"):  # --op-weights adaptive: what the pilot chose
+        table.add_row("adaptive weights", ", ".join(f"{op} {w:.2f}" for op, w in weights["adaptive"].items()))
     table.add_row("llm calls", f"{stats['llm_calls']} sent, {stats['cache_hits']} from cache, {stats['failed_calls']} failed")
     table.add_row("tokens", f"{stats['tokens']['prompt']} prompt + {stats['tokens']['completion']} completion")
     if stats.get("truncated_answers_kept"):
@@ -83,7 +86,9 @@ def print_evolve_summary(stats: dict, out: Path) -> None:
     table.add_row("time", f"{stats['seconds']:.1f}s (total {stats['seconds_total']:.1f}s)")
     table.add_row("dataset", f"{stats['dataset_rows']} rows -> {out / 'dataset.jsonl'}")
     Console().print(table)
-    if stats.get("stopped_by"):
+    if stats.get("stopped_by") == "pilot_incomplete":
+        console.print("[yellow]the adaptive pilot had failed calls[/]: the other seeds wait for it; rerun to retry them.")
+    elif stats.get("stopped_by"):
         console.print(f"[yellow]stopped by --{stats['stopped_by'].replace('_', '-')}[/]: rerun with a larger budget to continue.")
     if ev["errors"] or stats["seed_errors"]:
         example = f" (e.g. {plain(stats['first_error'])})" if stats.get("first_error") else ""
@@ -303,3 +308,86 @@ def print_estimate(plan: dict[str, Any]) -> None:
     for line in lines:
         console.print(escape(line), highlight=False)
     console.print("nothing was sent and nothing was written")
+
+
+def print_status(info: dict[str, Any], run_dir: Path) -> None:
+    """`evolinstruct status`: the run's numbers, then one row per open provider batch."""
+    table = Table(title=f"evolinstruct status: {run_dir}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("records", ", ".join(f"{n} {s}" for s, n in sorted(info["records"].items())) or "none yet")
+    by_purpose = ", ".join(f"{p} {n}" for p, n in info["calls_by_purpose"].items())
+    table.add_row("calls", f"{info['calls']} stored ({by_purpose}), {info['failed_calls']} failed")
+    table.add_row("batch rounds", str(info["rounds"]))
+    table.add_row("batches", ", ".join(f"{n} {s}" for s, n in info["batches"].items()) or "none")
+    if "cost" in info:
+        cost = info["cost"]
+        split = ", ".join(f"{m} ${v:.4f}" for m, v in cost.items() if m != "total")
+        table.add_row("cost so far", f"${cost['total']:.4f} ({split})")
+    console.print(table)
+    if info["batches_open"]:
+        pending = Table(title="open batches", title_justify="left")
+        for column in ("batch", "round", "model", "state", "provider status", "requests", "counts"):
+            pending.add_column(column)
+        for b in info["batches_open"]:
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(b["counts"].items()))
+            pending.add_row(escape(b["batch_id"] or b["id"]), str(b["round"]), escape(b["model"]), b["state"],
+                            escape(b["status"] or "-"), str(b["requests"]), escape(counts) or "-")
+        console.print(pending)
+# ---------------------------------------------------------------------------------------------- optimize
+def optimize_event(event: dict[str, Any]) -> str:
+    """One line per finished optimization step, or per holdout side started."""
+    if event["event"] == "holdout":
+        return f"holdout: evolving the held-out seeds with the {event['side']} method"
+    dev = event["dev"]
+    verdict = (f"candidate {event['accepted']} accepted" + ("" if event["changed"] else " (same method)")
+               if event["accepted"] is not None else "kept the current method")
+    return (f"step {event['step']}: current success {dev['success']:.2f} (paper {dev['success_paper']:.2f}, rules "
+            f"{dev['success_rules']:.2f}), score {dev['score']:.3f}; {verdict}; {event['calls_sent']} calls sent, "
+            f"{event['cache_hits']} from the store, {event['seconds']:.1f} s")
+
+
+def holdout_table(holdout: dict[str, Any]) -> Table:
+    """The held-out seeds evolved with the initial and the final method, side by side."""
+    initial, final = holdout.get("initial") or {}, holdout.get("final") or {}
+    table = Table(title=f"holdout: {holdout['seeds']} seeds x {holdout['epochs']} epoch(s)", title_justify="left")
+    table.add_column("")
+    table.add_column("initial method", justify="right")
+    table.add_column("final method", justify="right")
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f}%"
+
+    def num(v: float | None) -> str:
+        return "-" if v is None else f"{v:g}"
+
+    table.add_row("evolutions", num(initial.get("evolutions")), num(final.get("evolutions")))
+    table.add_row("kept", num(initial.get("kept")), num(final.get("kept")))
+    table.add_row("eliminated", pct(initial.get("elimination_rate")), pct(final.get("elimination_rate")))
+    reasons = sorted(set(initial.get("elimination_by_reason", {})) | set(final.get("elimination_by_reason", {})))
+    for reason in reasons:
+        table.add_row(f"  {reason}", pct(initial.get("elimination_by_reason", {}).get(reason, 0.0)),
+                      pct(final.get("elimination_by_reason", {}).get(reason, 0.0)))
+    table.add_row("mean instruction chars (kept)", num(initial.get("mean_instruction_chars")),
+                  num(final.get("mean_instruction_chars")))
+    if initial.get("mean_difficulty") is not None or final.get("mean_difficulty") is not None:
+        table.add_row("mean difficulty (kept)", num(initial.get("mean_difficulty")), num(final.get("mean_difficulty")))
+    table.add_row("calls per kept evolution", num(initial.get("calls_per_kept")), num(final.get("calls_per_kept")))
+    return table
+
+
+def print_optimize_summary(stats: dict[str, Any], out: Path) -> None:
+    init, final = stats.get("initial"), stats.get("final")
+    if stats.get("stopped_by"):
+        console.print(f"[yellow]stopped by {stats['stopped_by']}[/] after {stats['steps_done']} of "
+                      f"{stats['steps_planned']} steps: rerun the same command to resume.")
+    if init and final:
+        console.print(f"dev success {init['success']:.2f} -> {final['success']:.2f} (paper {init['success_paper']:.2f} -> "
+                      f"{final['success_paper']:.2f}, rules {init['success_rules']:.2f} -> {final['success_rules']:.2f}), "
+                      f"score {init['score']:.3f} -> {final['score']:.3f}; accepted steps: "
+                      f"{', '.join(map(str, stats['accepted_steps'])) or 'none'}", highlight=False)
+    if stats.get("holdout"):
+        console.print(holdout_table(stats["holdout"]))
+    console.print(f"{stats['llm_calls']} calls sent, {stats['cache_hits']} from the store; method: "
+                  f"{out / 'method.json'} (evolve --templates {out / 'method.json'}); report: evolinstruct report {out}",
+                  highlight=False)

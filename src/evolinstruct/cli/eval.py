@@ -70,6 +70,9 @@ def eval_main(
     request_timeout: Annotated[float, typer.Option(help="Seconds before one HTTP request times out and is retried.")] = 600.0,
     max_retries: Annotated[int, typer.Option(min=0, help="Retries on 429, 5xx, timeouts and resets.")] = 6,
     max_calls: Annotated[int | None, typer.Option(min=0, help="Stop after sending this many calls (rerun to continue).")] = None,
+    batch: Annotated[str | None, typer.Option(help="Send the calls in provider batch rounds at batch prices: openai or anthropic (answers, then verdicts; resumable). See docs/BATCH.md.")] = None,
+    batch_max_requests: Annotated[int | None, typer.Option(min=1, help="--batch: requests per batch at most (default: the provider's limit).")] = None,
+    batch_poll: Annotated[float, typer.Option(min=0.001, help="--batch: seconds between looks at a submitted batch.")] = 60.0,
     estimate: Annotated[bool, typer.Option("--estimate", help="Print the planned calls by purpose, tokens, cost (online and batch) and time; send nothing, write nothing (EVAL_DIR is not created; a stored run in it is read).")] = False,
     prices: Annotated[Path | None, typer.Option(help='With --estimate: a price table JSON, {"MODEL or *": {"input": USD/1M tokens, "output": USD/1M tokens}}, for the cost range.')] = None,
     latency: Annotated[float | None, typer.Option(min=0.0, help="With --estimate: seconds per call for the time range (default: the last run's throughput in EVAL_DIR; without either, no time range).")] = None,
@@ -100,6 +103,7 @@ def eval_main(
         judge_guide=judge_guide,
         bootstrap=bootstrap, concurrency=concurrency,
         request_timeout=request_timeout, max_retries=max_retries, max_calls=max_calls,
+        batch=batch, batch_max_requests=batch_max_requests, batch_poll=batch_poll,
     )
     try:
         config.guided()  # a bad --judge-guide fails here, before EVAL_DIR is created

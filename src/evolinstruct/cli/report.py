@@ -11,7 +11,7 @@ from .console import console, fail
 
 
 def report_cmd(
-    run_dir: Annotated[Path, typer.Argument(help="A RUN_DIR written by `evolinstruct evolve`.")],
+    run_dir: Annotated[Path, typer.Argument(help="A RUN_DIR written by `evolinstruct evolve`, or an OPT_DIR of `evolinstruct optimize`.")],
     out: Annotated[Path | None, typer.Option("-o", "--out", help="The HTML file to write (default: RUN_DIR/report.html).")] = None,
     eval_dirs: Annotated[list[Path] | None, typer.Option("--eval", help="An EVAL_DIR holding results.json (repeatable).")] = None,
     diversity_map: Annotated[bool, typer.Option("--map/--no-map", help="Embed the instructions for the diversity map (a few seconds).")] = True,
@@ -22,6 +22,9 @@ def report_cmd(
     from ..report import ReportError, build_report
 
     target = out or run_dir / "report.html"
+    if (run_dir / "history.jsonl").is_file() and not (run_dir / "dataset.jsonl").exists():
+        _optimize_report(run_dir, target)  # an OPT_DIR of `evolinstruct optimize`
+        return
     try:
         info = build_report(run_dir, target, eval_dirs or [], diversity_map=diversity_map,
                             map_limit=map_limit, tree_limit=tree_limit)
@@ -30,3 +33,17 @@ def report_cmd(
     except OSError as exc:  # OutputError: -o a directory or a device, a read-only RUN_DIR, a full disk
         fail(f"{exc}" + ("" if out else "; pass -o FILE to write the report elsewhere"))
     console.print(f"wrote {target} ({info['bytes'] / 1024:.0f} KB, {info['records']} records) in {info['seconds']:.1f}s")
+
+
+def _optimize_report(opt_dir: Path, target: Path) -> None:
+    """The optimization's page: success and score per step, accepted steps, the method's diffs, the holdout."""
+    from ..report import ReportError
+    from ..report.optimize_page import build_optimize_report
+
+    try:
+        info = build_optimize_report(opt_dir, target)
+    except ReportError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(str(exc))
+    console.print(f"wrote {target} ({info['bytes'] / 1024:.0f} KB, {info['steps']} steps) in {info['seconds']:.1f}s")

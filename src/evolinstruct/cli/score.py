@@ -34,6 +34,9 @@ def score(
         "auto: on when the model's backend can guide (the in-process local backend: the embedded model is "
         "too small to follow the prompt's format unguided); off for a served model, which keeps the paper's "
         "free-text answers. on: fails in one line for a model that cannot be guided. See docs/QUALITY.md."))] = "auto",
+    batch: Annotated[str | None, typer.Option(help="Send the scoring calls in provider batches at batch prices: openai or anthropic (one round; resumable). See docs/BATCH.md.")] = None,
+    batch_max_requests: Annotated[int | None, typer.Option(min=1, help="--batch: requests per batch at most (default: the provider's limit).")] = None,
+    batch_poll: Annotated[float, typer.Option(min=0.001, help="--batch: seconds between looks at a submitted batch.")] = 60.0,
     estimate: Annotated[bool, typer.Option("--estimate", help="Print the planned calls, tokens, cost and time of the LLM scorers; send nothing, write nothing.")] = False,
     prices: Annotated[Path | None, typer.Option(help="With --estimate: a price table JSON (as evolve's --prices) for the cost range.")] = None,
     latency: Annotated[float | None, typer.Option(min=0.0, help="With --estimate: seconds per call for the time range.")] = None,
@@ -45,6 +48,7 @@ def score(
         difficulty=difficulty, complexity=complexity, quality=quality, heuristics=heuristics, backend=backend,
         model=model, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency, max_tokens=max_tokens,
         limit=limit, include_eliminated=include_eliminated, guide=guide,
+        batch=batch, batch_max_requests=batch_max_requests, batch_poll=batch_poll,
     )
     if estimate:
         from ..evolve.estimate import estimate_score

@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..batches import BatchBackend, BatchCollector
 from ..calls import Budget, CachedLLM, CallCounters
 from ..models.base import Backend, ModelSpec, Request, Result, Sampling, Transport, capabilities
+from ..models.batchapi import build_batch_api
 from ..models.registry import Backends
 from ..models.spec import guided, is_embedded
 from ..records import derive_seed, file_digest
@@ -81,13 +83,17 @@ class EvalConfig:
     request_timeout: float = 600.0
     max_retries: int = 6
     max_calls: int | None = None
+    batch: str | None = None  # --batch openai|anthropic: every call in provider batch rounds (batches.py)
+    batch_max_requests: int | None = None
+    batch_poll: float = 60.0
 
     def guided(self) -> bool:
         return resolve_guide(self.judge_guide, self.judge)
 
     def bound(self, testset_digest: str) -> dict[str, Any]:
         data = asdict(self)
-        for key in ("limit", "data_dir", "concurrency", "request_timeout", "max_retries", "max_calls", "bootstrap"):
+        for key in ("limit", "data_dir", "concurrency", "request_timeout", "max_retries", "max_calls", "bootstrap",
+                    "batch", "batch_max_requests", "batch_poll"):
             data.pop(key)
         for role in ("model", "reference", "judge"):
             data[role] = {"backend": data[role]["backend"], "model": data[role]["model"] or "embedded"}
@@ -282,11 +288,25 @@ async def _eval_async(config: EvalConfig, out: Path, on_start: Callable[[int, bo
         budget = Budget(max_calls=config.max_calls)
         slots = PrioritySlots(config.concurrency)
         specs = {"model": config.model, "reference": config.reference, "judge": config.judge}
-        roles = {role: CachedLLM(backends.get(spec), store, counters, budget, slots) for role, spec in specs.items()}
+        collector = _collector(config, store, transport, budget) if config.batch else None
+        if collector is None:
+            roles = {role: CachedLLM(backends.get(spec), store, counters, budget, slots) for role, spec in specs.items()}
+        else:  # every item at once; a round goes when every item waits on its calls
+            slots = PrioritySlots(1 << 30)
+            roles = {role: CachedLLM(BatchBackend(collector, spec.backend, spec.model or ""), store, counters, budget,
+                                     slots) for role, spec in specs.items()}
         evaluation = Evaluation(config, kind, roles, on_item)
         evaluation.progress.total = len(items)
         on_start(len(items), resumed)
-        rows = await asyncio.gather(*(evaluation.run_item(item) for item in items))
+        if collector is None:
+            rows = await asyncio.gather(*(evaluation.run_item(item) for item in items))
+        else:
+            try:
+                await collector.recover()
+                rows = await asyncio.gather(*(_in_chain(collector, n, evaluation.run_item(item))
+                                              for n, item in enumerate(items)))
+            finally:
+                await collector.aclose()
         elapsed = time.perf_counter() - started
         labels = {role: _label(spec, backends.get(spec)) for role, spec in specs.items()}
         results = build_results(config, kind, rows, labels)
@@ -303,6 +323,25 @@ async def _eval_async(config: EvalConfig, out: Path, on_start: Callable[[int, bo
     finally:
         await backends.aclose()
         store.close()
+
+
+def _collector(config: EvalConfig, store: RunStore, transport: Transport, budget: Budget) -> BatchCollector:
+    """--batch: one provider endpoint for the model, the reference and the judge."""
+    specs = (config.model, config.reference, config.judge)
+    if any(not spec.model for spec in specs):
+        raise ValueError("--batch needs a served model for every role (the model, --reference and --judge)")
+    if len({(spec.base_url, spec.api_key_env) for spec in specs}) > 1:
+        raise ValueError("--batch sends every role's calls to one endpoint: give the roles the same --base-url")
+    api = build_batch_api(config.batch or "", config.model, transport)
+    collector = BatchCollector(api, store, poll=config.batch_poll, max_requests=config.batch_max_requests,
+                               max_retries=config.max_retries, budget=budget)
+    collector.feeding = False  # every item is started at once
+    return collector
+
+
+async def _in_chain(collector: BatchCollector, n: int, work: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    with collector.chain(n):
+        return await work
 
 
 def spread_over_skills(items: list[EvalItem], limit: int | None) -> list[EvalItem]:

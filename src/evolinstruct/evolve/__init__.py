@@ -4,6 +4,7 @@ seed lineage, the executor that runs many chains at once, and the run that wires
 from .config import (
     SEPARATORS,
     Algorithm,
+    BatchConfig,
     BudgetConfig,
     EvolveConfig,
     ExecutorConfig,
@@ -17,3 +18,4 @@ __all__ = [
     "SEPARATORS", "Algorithm", "BudgetConfig", "EvolveConfig", "ExecutorConfig", "Roles", "SamplingConfig", "Source",
     "run_evolve",
 ]
+__all__ += ["BatchConfig"]

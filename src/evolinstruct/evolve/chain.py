@@ -21,14 +21,17 @@ and ends with the same dataset. Which rules eliminate is the task's `RuleSet` (r
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from ..calls import CachedLLM
 from ..models.base import Request, Result, Sampling
 from ..records import Record, Seed, child_record_id, join_input, request_seed, seed_record_id
 from .config import EvolveConfig
+from .language import LanguageGuard
 from .operations import choose_data_format, choose_operation
 from .rules import CHAT, RuleSet, Verdict, check_equality, truncation
 from .templates import TemplateSet
@@ -50,6 +53,9 @@ class Progress:
     waiting: tuple[float, str] | None = None
     # (endpoints admitted, endpoints) when a model is served by several, refreshed with `waiting`.
     endpoints: tuple[int, int] | None = None
+    # Speculative calls (batch rounds) whose answer was never used: an answer of an eliminated evolution,
+    # an evolution of a seed whose answer failed.
+    wasted: int = 0
 
 
 @dataclass(slots=True)
@@ -65,6 +71,14 @@ class RoleCalls:
 Commit = Callable[[list[Record], int, int, str, str], None]
 
 
+def _started(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    """A speculative call as a task. If the chain stops before awaiting it (a fatal error, a budget), its
+    exception is retrieved here, so that it is not logged a second time as never retrieved."""
+    task = asyncio.ensure_future(coro)
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    return task
+
+
 class Chain:
     """Runs lineages: `await chain.run(seed)` takes one seed through every epoch."""
 
@@ -77,17 +91,24 @@ class Chain:
         commit: Commit,
         on_step: Callable[[Progress], None] | None = None,
         rules: RuleSet | None = None,
+        weights_for: Callable[[int], dict[str, float]] | None = None,
     ) -> None:
         self.algorithm, self.sampling = config.algorithm, config.sampling
         self.separator = config.source.input_separator
         self.drop_truncated = config.algorithm.drop_truncated
         self.templates = templates
         self.weights = weights
+        self.weights_for = weights_for  # a seed's own weights by seed index (adaptive.py); None: `weights`
         self.roles = roles
         self.commit = commit
         self.rules = rules or CHAT  # the task's rules (tasks/), given by run.py
+        self.language = LanguageGuard(config.algorithm.language_guard)  # rule language_changed (language.py)
         self.progress = Progress()
         self.on_step = on_step or (lambda _p: None)
+        # Batch rounds (run.py sets it for --batch): ask the equality judge and the answer of an evolution
+        # at once, and a seed's answer with its first evolution, so a run of E epochs takes at most 2E + 1
+        # rounds. The calls and the dataset are those of the online chain; only their timing differs.
+        self.speculative = False
 
     # ---------------------------------------------------------------- requests
     def _sampling(self, record_id: str, purpose: str, judge: bool = False) -> Sampling:
@@ -131,27 +152,34 @@ class Chain:
         root_id = seed_record_id(seed.index, seed.instruction, seed.input)
         root = Record(
             id=root_id, root_id=root_id, parent_id=None, epoch=0, op="seed",
-            instruction=seed.instruction, input=seed.input, meta={"source": seed.source},
+            instruction=seed.instruction, input=seed.input, meta={"source": seed.source}, history=seed.history,
         )
+        self.language.seed(root_id, root.prompt(self.separator), root.meta)
+        weights = self.weights_for(seed.index) if self.weights_for else self.weights
+        # Speculative: epoch 1 evolves the seed's instruction while the seed is answered (it needs no answer).
+        first = _started(self._evolve_once(root, 1, weights)) if self.speculative else None
         if c.seed_responses == "keep" and seed.output.strip():
             root.output, root.model = seed.output, "seed-file"
         else:
             result = await self._answer(root, 0)
             root.model = self.roles.responder.model
             if not result.ok:
+                if first is not None:
+                    await first  # its calls are stored (and replayed by the rerun); the record is not kept
+                    self.progress.wasted += 1
                 root.status, root.reason, root.evidence = "error", "call_failed", {"purpose": "answer", "error": result.error}
                 self.commit([root], seed.index, 0, root_id, "error")
                 self._tick(root)
                 return
             root.output = result.text
-            if verdict := self._truncated_answer(root, result):
+            if verdict := self._truncated_answer(root, result) or self.language.check(root_id, root.output, "answer"):
                 root.status, root.reason, root.evidence = "eliminated", verdict.reason, verdict.evidence
         self.commit([root], seed.index, 0, root_id, "running")
         self._tick(root)
 
         current = root
         for epoch in range(1, c.epochs + 1):
-            child = await self._evolve_once(current, epoch)
+            child = await first if first is not None and epoch == 1 else await self._evolve_once(current, epoch, weights)
             state = "error" if child.status == "error" else ("done" if epoch == c.epochs else "running")
             if child.status == "kept":
                 current = child
@@ -162,9 +190,9 @@ class Chain:
                 # are counted as not attempted.
                 return
 
-    async def _evolve_once(self, parent: Record, epoch: int) -> Record:
+    async def _evolve_once(self, parent: Record, epoch: int, weights: dict[str, float] | None = None) -> Record:
         c, t = self.algorithm, self.templates
-        op = choose_operation(self.weights, c.seed, parent.id, epoch)
+        op = choose_operation(weights or self.weights, c.seed, parent.id, epoch)
         data_format = None
         if t.data_formats(op):
             data_format = choose_data_format(t.data_formats(op), c.seed, parent.id, epoch)
@@ -172,7 +200,7 @@ class Chain:
         child_id = child_record_id(parent.id, epoch, op)
         child = Record(
             id=child_id, root_id=parent.root_id, parent_id=parent.id, epoch=epoch, op=op,
-            instruction="", model=self.roles.evolver.model, history=parent.history,
+            instruction="", model=self.roles.evolver.model, history=self.child_history(parent, op),
         )
         if data_format:
             child.meta["data_format"] = data_format
@@ -186,25 +214,32 @@ class Chain:
             child.status, child.reason, child.evidence = "eliminated", reason, evidence
             return child
 
-        request = Request(t.messages(t.render(op, given, data_format)), self._sampling(child_id, "evolve"))
+        request = Request(t.messages(self.evolving_prompt(parent, op, t.render(op, given, data_format))),
+                          self._sampling(child_id, "evolve"))
         evolved = await self.roles.evolver("evolve", request, self._remaining(epoch, 2))
         if not evolved.ok:
             return fail("evolve", evolved)
-        child.instruction = evolved.text.strip()
+        child.instruction = t.extract(op, evolved.text)  # the whole answer, or after a final marker
 
         # Cheap rules first: they need no further call and no later rule could save the child.
-        verdict = self.rules.check_truncated(evolved.finish_reason) or self.rules.check_instruction(child.instruction)
+        verdict = (self.rules.check_truncated(evolved.finish_reason) or self.rules.check_instruction(child.instruction)
+                   or self.language.check(child.root_id, child.instruction, "instruction")
+                   or self.check_new_turn(child, parent))
         if verdict:
             return eliminate(verdict.reason, verdict.evidence)
 
-        if c.equality_check and self.rules.equality:
+        speculative: asyncio.Future[Result] | None = None
+        if c.equality_check and self.rules.equality and self.judges(op):
             judge_prompt = t.render_equality(given, child.instruction)
+            if self.speculative:  # the answer depends only on the evolved instruction: ask it with the judge
+                speculative = _started(self._answer(child, epoch))
             judged = await self.roles.judge(
                 "equality",
                 Request([{"role": "user", "content": judge_prompt}], self._sampling(child_id, "equality", judge=True)),
                 self._remaining(epoch, 1),
             )
             if not judged.ok:
+                await self._discard(speculative)
                 return fail("equality", judged)
             verdict, parsed = check_equality(judged.text)
             child.meta["equality_judge"] = judged.text.strip()[:80]
@@ -212,17 +247,42 @@ class Chain:
                 self.progress.equality_unparsed += 1
                 child.meta["equality_unparsed"] = True
             if verdict:
+                await self._discard(speculative)
                 return eliminate(verdict.reason, verdict.evidence)
 
-        answered = await self._answer(child, epoch)
+        answered = await speculative if speculative is not None else await self._answer(child, epoch)
         if not answered.ok:
             return fail("answer", answered)
         child.output = answered.text
         dropped = self._truncated_answer(child, answered)  # marks the record either way
-        verdict = self.rules.check_response(child.output) or dropped or await self.check_answer(child, epoch)
+        verdict = (self.rules.check_response(child.output) or dropped
+                   or self.language.check(child.root_id, child.output, "answer") or await self.check_answer(child, epoch))
         if verdict:
             return eliminate(verdict.reason, verdict.evidence)
         return child
+
+    async def _discard(self, speculative: asyncio.Future[Result] | None) -> None:
+        """A speculative answer never used: awaited (it is paid for and stored), counted as wasted."""
+        if speculative is not None:
+            await speculative
+            self.progress.wasted += 1
+
+    # Hooks of a chain variant that evolves conversations (tasks/conversation.py); the plain chain's are no-ops.
+    def child_history(self, parent: Record, op: str) -> list[dict[str, str]]:
+        """The earlier turns of a child: its parent's (a follow-up adds the parent's own turn)."""
+        return parent.history
+
+    def evolving_prompt(self, parent: Record, op: str, rendered: str) -> str:
+        """The evolving prompt as sent: the template set's text (a variant may put context before it)."""
+        return rendered
+
+    def check_new_turn(self, child: Record, parent: Record) -> Verdict | None:
+        """A variant's own rule on a new instruction, before the equality judge."""
+        return None
+
+    def judges(self, op: str) -> bool:
+        """Whether rule 1 (the equality judge) runs for `op` (a follow-up has no turn it replaces)."""
+        return True
 
     async def check_answer(self, record: Record, epoch: int) -> Verdict | None:
         """A chain variant's own check of a kept evolution's answer, after the task's rules (the code task

@@ -50,8 +50,20 @@ class Algorithm:
     # A response cut off at max_tokens: kept and marked "truncated": true (default), or eliminated as
     # truncated_answer (then its evolution's parent stays in the pool, as for any elimination).
     drop_truncated: bool = False
+    # Rule language_changed (language.py): auto guards non-English seeds, on every seed, off none.
+    language_guard: str = "auto"
+    # Adaptive operation weights (adaptive.py): None: the configured weights for every seed; N: a pilot
+    # of the first N seeds, then weights fixed from its outcomes, each operation at least op_floor.
+    pilot: int | None = None
+    op_floor: float = 0.05
 
     def __post_init__(self) -> None:
+        if self.pilot is not None and self.pilot < 1:
+            raise ValueError("--pilot must be 1 or more")
+        if not 0 <= self.op_floor < 1:
+            raise ValueError("--op-floor must be in [0, 1)")
+        if self.language_guard not in ("auto", "on", "off"):
+            raise ValueError("--language-guard must be auto, on or off")
         if self.epochs < 1:
             raise ValueError("--epochs must be 1 or more")
         if self.seed_responses not in SEED_RESPONSES:
@@ -140,6 +152,26 @@ class BudgetConfig:
 
 
 @dataclass(slots=True)
+class BatchConfig:
+    """--batch: calls go in provider batch rounds (batches.py) instead of one request each. Speed and price
+    only: a batch run and an online run make the same dataset."""
+
+    provider: str  # openai | anthropic (models/batchapi.py names them)
+    max_requests: int | None = None  # per batch; default and cap: the provider's limit
+    poll: float = 60.0  # seconds between looks at a submitted batch
+
+    def __post_init__(self) -> None:
+        from ..models.batchapi import batch_api_names
+
+        if self.provider not in batch_api_names():
+            raise ValueError(f"--batch must be one of {', '.join(batch_api_names())} (got {self.provider!r})")
+        if self.max_requests is not None and self.max_requests < 1:
+            raise ValueError("--batch-max-requests must be 1 or more")
+        if not self.poll > 0:
+            raise ValueError(f"--batch-poll must be greater than 0 seconds (got {self.poll:g})")
+
+
+@dataclass(slots=True)
 class EvolveConfig:
     source: Source
     algorithm: Algorithm = field(default_factory=Algorithm)
@@ -148,6 +180,7 @@ class EvolveConfig:
     transport: Transport = field(default_factory=Transport)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    batch: BatchConfig | None = None  # --batch: provider batch rounds instead of online calls
 
     def bound(self, templates: TemplateSet, seeds_digest: str) -> dict[str, Any]:
         """Every setting that determines the dataset: a RUN_DIR is bound to exactly these.
@@ -176,6 +209,10 @@ class EvolveConfig:
             data["task_options"] = dict(sorted(a.task_options.items()))
         if a.drop_truncated:
             data["drop_truncated"] = True
+        if a.pilot is not None:
+            data["adaptive_weights"] = {"pilot": a.pilot, "floor": a.op_floor}
+        if a.language_guard != "auto":
+            data["language_guard"] = a.language_guard
         if self.executor.shards > 1:
             data["shard"] = [self.executor.shard, self.executor.shards]
         return data

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..calls import load_prices
+from ..calls import BATCH_DISCOUNT, load_prices, mode_price
 from ..models.base import ModelSpec, Request, capabilities
 from ..models.registry import backend_class
 from ..models.spec import is_embedded
@@ -78,7 +78,6 @@ REPLY_TOKENS = 3  # per request: the assistant header that opens the reply
 DEFAULT_GROWTH_TOKENS = 20.0  # per kept evolution: "10 to 20 words" more, about 1.3 tokens a word
 DEFAULT_JUDGE_TOKENS = 3.0  # "Not Equal"
 DEFAULT_ANSWER_TOKENS = 200.0  # an answer's length when neither the store nor the seed file shows one
-BATCH_DISCOUNT = 0.5  # batch APIs (OpenAI, Anthropic) charge half the online price
 MARGIN_SE = 2.0  # observed shares are widened by two standard errors...
 MARGIN_MIN = 0.02  # ...and at least two points
 GROWTH_SAMPLE = 500  # kept evolutions whose growth is counted with the tokenizer (the first ones in the store)
@@ -413,11 +412,13 @@ def _apply_prices(purposes: Iterable[PurposeEstimate], prices: dict[str, dict[st
         if price is None:
             notes.append(f"no price for {e.model} in the price table: its calls count as free")
             price = {}
-        batch = price.get("batch")
-        if isinstance(batch, dict):
+        batch = mode_price(price, "batch")  # the run's own rule (calls.py): "batch" prices, a factor, or 50%
+        given = price.get("batch")
+        if isinstance(given, dict):
             sources.add("the table's batch prices")
+        elif isinstance(given, int | float):
+            sources.add(f"{float(given):.0%} of online (the table's batch factor)")
         else:
-            batch = {k: BATCH_DISCOUNT * float(price.get(k, 0.0)) for k in ("input", "output")}
             sources.add(f"{BATCH_DISCOUNT:.0%} of online (no batch entry)")
 
         def cost(p: dict[str, Any], i: int, e: PurposeEstimate = e) -> float:
@@ -501,7 +502,7 @@ def estimate_evolve(
     eq_template = eq_c.count(templates.render_equality("", "")) + overhead(1)
 
     # One pass over the seeds: exact epoch-1 prompts.
-    columns = SeedColumns(instruction=s.column, input=s.input_column)
+    columns = SeedColumns(instruction=s.column, input=s.input_column, conversations=task.conversations)
     ex = config.executor
     n = seed_answers = outputs = 0
     seed_prompt = {"answer": 0.0, "evolve": 0.0, "equality": 0.0}  # sums of the seeds' own tokens per role
@@ -513,6 +514,11 @@ def estimate_evolve(
         prompt = join_input(seed.instruction, seed.input, s.input_separator)
         counted = {id(c): c.count(prompt) for c in distinct}  # once per tokenizer, however many roles share it
         tokens = {purpose: counted[id(c)] for purpose, c in role_counter.items()}
+        if seed.history:  # a conversation: answers see every earlier turn, the evolver sees them as context
+            context = "\n".join(m["content"] for m in seed.history)
+            extra = {id(c): c.count(context) for c in distinct}
+            for purpose in ("answer", "evolve"):
+                tokens[purpose] += extra[id(role_counter[purpose])]
         for purpose in seed_prompt:
             seed_prompt[purpose] += tokens[purpose]
         if seed.output.strip():
@@ -521,6 +527,10 @@ def estimate_evolve(
         if not (a.seed_responses == "keep" and seed.output.strip()):
             seed_answers += 1
             seed_answer_prompts += tokens["answer"] + overhead(1)
+        # MT-Bench rows: each earlier turn without an answer is answered first (at most this prompt's size).
+        missing = sum(1 for m in seed.history if m["role"] == "assistant" and not m["content"].strip())
+        seed_answers += missing
+        seed_answer_prompts += missing * (tokens["answer"] + overhead(1))
         root_id = seed_record_id(seed.index, seed.instruction, seed.input)
         op = choose_operation(weights, a.seed, root_id, 1)
         formats = templates.data_formats(op)

@@ -11,19 +11,22 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ..batches import BatchBackend, BatchCollector
 from ..calls import Budget, CachedLLM, CallCounters, load_prices, price_of
 from ..models.base import ModelSpec
+from ..models.batchapi import build_batch_api
 from ..models.registry import Backends
-from ..records import file_digest
+from ..records import Seed, file_digest
 from ..rundir import write_stats
 from ..seeds import SeedColumns, SeedReadStats, read_seeds
 from ..slots import PrioritySlots
 from ..store import RunStore
+from .adaptive import PILOT_INCOMPLETE, AdaptiveWeights, pilot_seeds
 from .chain import Chain, Progress, RoleCalls
 from .config import EvolveConfig
 from .estimate import Estimate, estimate_evolve, with_estimate
@@ -45,7 +48,8 @@ def count_seeds(config: EvolveConfig) -> SeedReadStats:
 
 
 def _columns(config: EvolveConfig) -> SeedColumns:
-    return SeedColumns(instruction=config.source.column, input=config.source.input_column)
+    return SeedColumns(instruction=config.source.column, input=config.source.input_column,
+                       conversations=get_task(config.algorithm.task).conversations)
 
 
 WAIT_POLL = 1.0  # seconds between looks at the backends' retry waits, for the progress line
@@ -100,24 +104,53 @@ async def _evolve_async(
         prices = load_prices(config.budget.prices)
         budget = Budget(max_calls=config.budget.max_calls, max_cost=config.budget.max_cost, prices=prices)
         slots = PrioritySlots(config.transport.concurrency)
+        collector = _batch_collector(config, store, budget) if config.batch is not None else None
+        if collector is not None:
+            slots = PrioritySlots(1 << 30)  # a round holds every waiting call; the provider paces them
+        elif open_batches := store.batches(open_only=True):
+            log.warning("%d provider batches of this run are still open: rerun with --batch %s to use their answers "
+                        "(online, their requests are sent and paid again)", len(open_batches), open_batches[0]["provider"])
 
         def role(spec: ModelSpec) -> CachedLLM:
+            if collector is not None:
+                return CachedLLM(BatchBackend(collector, spec.backend, spec.model or ""), store, counters, budget, slots)
             return CachedLLM(backends.get(spec), store, counters, budget, slots)
 
         roles = RoleCalls(evolver=role(config.roles.evolver), responder=role(config.roles.answer),
                       judge=role(config.roles.equality))
         on_start(expected, resumed)
-        chain = (chain_class(task) or Chain)(config, templates, weights, roles, commit=store.save_step,
-                                              on_step=on_step, rules=task.rules(config))
         executor = Executor(config.transport.concurrency, ex.max_chains, ex.shard, ex.shards)
+        adaptive = None
+        if config.algorithm.pilot is not None:  # the pilot: the first seeds this process runs (adaptive.py)
+            pilot = pilot_seeds(executor.mine(read_seeds(config.source.seeds, _columns(config), config.source.limit)),
+                                config.algorithm.pilot)
+            adaptive = AdaptiveWeights(weights, pilot, config.algorithm.op_floor)
+        chain = (chain_class(task) or Chain)(config, templates, weights, roles,
+                                              commit=adaptive.commit(store.save_step) if adaptive else store.save_step,
+                                              on_step=on_step, rules=task.rules(config),
+                                              weights_for=adaptive.for_seed if adaptive else None)
+        run_chain = chain.run
+        seeds = read_seeds(config.source.seeds, _columns(config), config.source.limit)
+        if collector is not None:  # every chain in progress at once: a round gathers all their calls
+            executor = Executor(config.transport.concurrency, 1 << 30, ex.shard, ex.shards)
+            chain.speculative = True
+            seeds, run_chain = collector.seeds(seeds), _batched(collector, chain.run)
+        if adaptive:  # outside the batch wrapper: a chain held at the pilot's barrier is not yet in a round
+            run_chain = adaptive.gate(run_chain)
         waits = asyncio.create_task(report_waits(chain.progress, roles, on_step, backends))
         try:
-            seeds = read_seeds(config.source.seeds, _columns(config), config.source.limit)
+            if collector is not None:
+                await collector.recover()  # batches a killed run left: polled again, never submitted twice
             # A FatalBackendError (a refused key, an unknown model, nothing listening) propagates from here:
             # the executor cancels the chains in flight, and every call and step finished so far is stored.
-            stopped_by = await executor.run(seeds, chain.run)
+            stopped_by = await executor.run(seeds, run_chain)
+            stopped_by = stopped_by or budget.stopped_by
+            if adaptive and adaptive.skipped and not stopped_by:
+                stopped_by = PILOT_INCOMPLETE  # a pilot call failed: the other seeds wait for the rerun
         finally:
             waits.cancel()
+            if collector is not None:
+                await collector.aclose()
             elapsed = time.perf_counter() - started
             total_seconds = (store.get_meta("seconds_total") or 0.0) + elapsed
             store.set_meta("seconds_total", total_seconds)
@@ -140,15 +173,16 @@ async def _evolve_async(
             "stopped_by": stopped_by,
             "http": backends.counters(),
         }
+        if collector is not None:
+            extra["batch"] = {**collector.stats.as_dict(), "provider": config.batch.provider,
+                              "rounds_total": store.get_meta("batch_rounds") or 0,
+                              "wasted": chain.progress.wasted}
+        if adaptive:
+            extra["op_weights"] = adaptive.stats()
         if endpoint_stats := backends.endpoint_stats():  # several endpoints: each one's share of this run
             extra["endpoints"] = endpoint_stats
         if prices:
-            by_model = store.tokens_by_model()
-            extra["cost"] = {
-                "this_run": round(budget.cost, 6),
-                "total": round(sum(price_of(prices, m, p, c) for m, (p, c) in by_model.items()), 6),
-                "currency": "USD",
-            }
+            extra["cost"] = _cost(store, prices, budget, counters)
         stats = finalize(store, config.algorithm.epochs, extra, task.tally() if task.tally else None)
         if not stopped_by and stats["seeds"] != expected:
             # Never report a run as finished when a seed went missing.
@@ -160,6 +194,46 @@ async def _evolve_async(
     finally:
         await backends.aclose()
         store.close()
+
+
+def _batch_collector(config: EvolveConfig, store: RunStore, budget: Budget) -> BatchCollector:
+    """The round collector of --batch: one provider endpoint serves every role."""
+    assert config.batch is not None
+    specs = [config.roles.evolver, config.roles.answer, config.roles.equality]
+    if any(not spec.model for spec in specs):
+        raise ValueError("--batch needs a served model for every role (--model, and --answer-model/--judge-model if given)")
+    if len({(spec.base_url, spec.api_key_env) for spec in specs}) > 1:
+        raise ValueError("--batch sends every role's calls to one endpoint: give the roles the same --base-url")
+    api = build_batch_api(config.batch.provider, config.roles.evolver, config.transport)
+    return BatchCollector(api, store, poll=config.batch.poll, max_requests=config.batch.max_requests,
+                          max_retries=config.transport.max_retries, budget=budget, on_event=lambda m: log.info("%s", m))
+
+
+def _batched(collector: BatchCollector, run: Callable[[Seed], Awaitable[None]]) -> Callable[[Seed], Awaitable[None]]:
+    async def run_chain(seed: Seed) -> None:
+        with collector.chain(seed.index):
+            await run(seed)
+    return run_chain
+
+
+def _cost(store: RunStore, prices: dict[str, dict[str, float]], budget: Budget, counters: CallCounters) -> dict[str, Any]:
+    """stats.json's cost: this run's and the run's total, the total split by mode (online, batch) and purpose."""
+    split: dict[str, dict[str, float]] = {}
+    for (model, mode, purpose), (p, c) in sorted(store.tokens_by_mode().items()):
+        usd = price_of(prices, model, p, c, mode)
+        split.setdefault(mode, {}).setdefault(purpose, 0.0)
+        split[mode][purpose] += usd
+    this_run: dict[str, dict[str, float]] = {}
+    for (mode, purpose), usd in sorted(counters.cost.items()):
+        this_run.setdefault(mode, {})[purpose] = round(usd, 6)
+    return {
+        "this_run": round(budget.cost, 6),
+        "total": round(sum(sum(v.values()) for v in split.values()), 6),
+        "currency": "USD",
+        "by_mode": {mode: round(sum(v.values()), 6) for mode, v in split.items()},
+        "by_mode_purpose": {mode: {k: round(u, 6) for k, u in v.items()} for mode, v in split.items()},
+        "this_run_by_mode_purpose": this_run,
+    }
 
 
 def _estimate(config: EvolveConfig, run_dir: Path) -> Estimate | None:

@@ -17,7 +17,7 @@ from typing import Any
 IN_DEPTH_OPS = ("add_constraints", "deepening", "concretizing", "increased_reasoning", "complicate_input")
 IN_BREADTH_OPS = ("mutation",)
 ALL_OPS = IN_DEPTH_OPS + IN_BREADTH_OPS
-BUILTIN_SETS = ("paper", "repo", "math", "code")
+BUILTIN_SETS = ("paper", "repo", "math", "code", "conversation")
 
 
 class TemplateError(ValueError):
@@ -53,6 +53,13 @@ class TemplateSet:
             template = spec["template"]
         return template.replace("{instruction}", instruction)
 
+    def extract(self, op: str, text: str) -> str:
+        """The evolved instruction in an evolving call's answer. An operation with `final_markers` (Auto
+        Evol-Instruct's methods answer in steps, the instruction last) takes the text after the last
+        occurrence of its first marker found; without any of them, the whole answer, as the official
+        optimizer's `split(marker)[-1]` does. Other operations: the whole answer."""
+        return extract_final(text, self.operations[op].get("final_markers", ()))
+
     def render_equality(self, first: str, second: str) -> str:
         return self.equality.replace("{first}", first).replace("{second}", second)
 
@@ -84,6 +91,14 @@ class TemplateSet:
         return _validate(data, origin)
 
 
+def extract_final(text: str, markers: tuple[str, ...] | list[str] = ()) -> str:
+    """The text after the last occurrence of the first of `markers` found in `text`; else all of it."""
+    for marker in markers:
+        if marker in text:
+            return text.rsplit(marker, 1)[1].strip()
+    return text.strip()
+
+
 def _validate(data: dict[str, Any], origin: str) -> TemplateSet:
     for key in ("operations", "equality"):
         if key not in data:
@@ -96,6 +111,9 @@ def _validate(data: dict[str, Any], origin: str) -> TemplateSet:
         for template in templates:
             if not isinstance(template, str) or "{instruction}" not in template:
                 raise TemplateError(f"{origin}: operation '{op}' needs a 'template' string with an {{instruction}} slot")
+        markers = spec.get("final_markers", [])
+        if not isinstance(markers, list) or not all(isinstance(m, str) and m for m in markers):
+            raise TemplateError(f"{origin}: operation '{op}': 'final_markers' must be a list of non-empty strings")
     for key, slots in (("equality", ("{first}", "{second}")), ("difficulty", ("{instruction}",))):
         text = data.get(key)
         if text is not None and not all(s in text for s in slots):

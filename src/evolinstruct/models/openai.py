@@ -228,14 +228,7 @@ class OpenAIBackend:
 
     # ---------------------------------------------------------------- plumbing
     def _payload(self, request: Request) -> dict[str, Any]:
-        s = request.sampling
-        payload: dict[str, Any] = {
-            "model": self.model, "messages": request.messages,
-            "temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens,
-        }
-        if self.send_seed and s.seed is not None:
-            payload["seed"] = s.seed
-        return payload
+        return chat_body(self.model, request, self.send_seed)
 
     def _session_for_loop(self) -> Any:
         if self._session is None:
@@ -455,6 +448,18 @@ class OpenAIBackend:
         if self._sdk is not None:
             await self._sdk.close()
             self._sdk = None
+
+
+def chat_body(model: str, request: Request, send_seed: bool = True) -> dict[str, Any]:
+    """A chat-completions request body; a provider batch (openai_batch.py) sends the very same body."""
+    s = request.sampling
+    payload: dict[str, Any] = {
+        "model": model, "messages": request.messages,
+        "temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens,
+    }
+    if send_seed and s.seed is not None:
+        payload["seed"] = s.seed
+    return payload
 
 
 def _parse(body: bytes) -> Result:

@@ -23,6 +23,7 @@ REGISTRY: dict[str, str | type] = {
     "openai": "evolinstruct.models.openai:OpenAIBackend",
     "llamacpp": "evolinstruct.models.llamacpp:LlamaCppBackend",
     "vllm": "evolinstruct.models.vllm:VLLMBackend",
+    "anthropic": "evolinstruct.models.anthropic:AnthropicBackend",
 }
 
 

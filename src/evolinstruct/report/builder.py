@@ -473,6 +473,8 @@ class Report:
             for r in lineage:
                 node = {"p": r.get("parent_id"), "e": r["epoch"], "o": r["op"], "s": r["status"],
                         "i": _cut(r["instruction"]), "in": _cut(r.get("input")), "out": _cut(r.get("output"))}
+                if r.get("history"):  # a conversation's earlier turns, shown turn by turn
+                    node["h"] = [[m.get("role", ""), _cut(m.get("content"))] for m in r["history"]]
                 if r.get("reason"):
                     node["r"] = r["reason"]
                 if r.get("evidence"):
@@ -523,6 +525,24 @@ class Report:
         return _section("task", f"Task: {name}", "What this task checks beyond the paper's rules, and how often.",
                         "".join(blocks) or _hint("The task recorded no numbers."))
 
+    def op_weights(self) -> str:
+        """--op-weights adaptive: the weights before and after the pilot, and each operation's survival."""
+        w = self.data.stats.get("op_weights") or {}
+        configured, adaptive = w.get("configured") or {}, w.get("adaptive") or {}
+        before, after = w.get("survival_pilot") or {}, w.get("survival_after") or {}
+
+        def rate(c: dict[str, Any]) -> str:
+            return "" if not c or c.get("survival") is None else f"{c['survival']:.0%} of {fmt_num(c['attempted'])}"
+
+        rows = [[escape(op), f"{configured.get(op, 0):.1%}", f"{adaptive[op]:.1%}" if op in adaptive else "",
+                 rate(before.get(op, {})), rate(after.get(op, {}))] for op in configured]
+        pilot = f"{fmt_num(w.get('pilot_seeds', 0))} seeds" + ("" if w.get("pilot_complete") else ", not complete")
+        lead = (f"A pilot ({pilot}) drew operations with the configured weights; every later seed drew with weights "
+                f"from the pilot's survival per operation, each at least {w.get('floor', 0):.0%}.")
+        return _section("op-weights", "Operation weights", lead,
+                        _table(["operation", "configured", "after the pilot", "survival in the pilot",
+                                "survival after"], rows, "num"))
+
     def page(self) -> str:
         stats = self.data.stats
         models = stats.get("models") or {}
@@ -538,6 +558,7 @@ class Report:
             ("operations", "Operations", self.operations),
             ("eliminations", "Eliminations", self.eliminations),
             *([("task", "Task", self.task)] if isinstance(stats.get("task"), dict) else []),
+            *([("op-weights", "Weights", self.op_weights)] if isinstance(stats.get("op_weights"), dict) else []),
             ("lengths", "Lengths", self.lengths),
             ("diversity", "Diversity", self.diversity),
             ("trees", "Trees", self.trees),

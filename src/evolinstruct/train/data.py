@@ -33,6 +33,8 @@ class Example:
     op: str = UNKNOWN
     root_id: str = ""
     scores: dict[str, float] = field(default_factory=dict)
+    # A conversation's earlier turns (chat messages): every assistant turn in them trains too (formats.py).
+    history: list[dict[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,15 +90,17 @@ def _example(row: Any, lineno: int) -> Example | None:
         raise ValueError(f"expected a JSON object, got {type(row).__name__}")
     if row.get("status") not in (None, "kept"):
         return None  # an eliminated or failed record never trains
+    history: list[dict[str, str]] = []
     if "conversations" in row:  # sharegpt
-        prompt, response = _turns(row["conversations"], "from", "value", ("human", "user"), ("gpt", "assistant"))
+        history, prompt, response = _turns(row["conversations"], "from", "value", ("human", "user"), ("gpt", "assistant"))
     elif "messages" in row:  # openai
-        prompt, response = _turns(row["messages"], "role", "content", ("user",), ("assistant",))
+        history, prompt, response = _turns(row["messages"], "role", "content", ("user",), ("assistant",))
     elif "instruction" in row:  # dataset.jsonl or alpaca
         if "output" not in row:
             raise ValueError("row has an instruction but no 'output'")
         prompt = join_input(str(row["instruction"]), str(row.get("input") or ""), "\n\n")
         response = str(row["output"])
+        history = _history(row.get("history") or [])
     else:
         raise ValueError("unknown row format: expected instruction/output (alpaca, dataset.jsonl), conversations (sharegpt) or messages (openai)")
     if not prompt.strip() or not response.strip():
@@ -114,23 +118,39 @@ def _example(row: Any, lineno: int) -> Example | None:
         op=str(row.get("op") or UNKNOWN),
         root_id=str(row.get("root_id") or ident),
         scores={k: float(v) for k, v in scores.items() if isinstance(v, int | float) and not isinstance(v, bool)},
+        history=history,
     )
 
 
-def _turns(turns: Any, role_key: str, text_key: str, user: tuple[str, ...], assistant: tuple[str, ...]) -> tuple[str, str]:
-    """The first user turn and the assistant turn after it (single-turn data, as export writes it)."""
+def _history(turns: Any) -> list[dict[str, str]]:
+    """A dataset row's `history`: chat messages with a role and text content."""
+    if not isinstance(turns, list) or not all(
+            isinstance(t, dict) and t.get("role") in ("system", "user", "assistant") and isinstance(t.get("content"), str)
+            for t in turns):
+        raise ValueError("'history' must be a list of {role: system|user|assistant, content: text}")
+    return [{"role": t["role"], "content": t["content"]} for t in turns]
+
+
+def _turns(turns: Any, role_key: str, text_key: str, user: tuple[str, ...],
+           assistant: tuple[str, ...]) -> tuple[list[dict[str, str]], str, str]:
+    """(history, prompt, response): the last user turn answered by an assistant turn, and the turns before it
+    as chat messages. A one-turn conversation's system message goes before its prompt (no history)."""
     if not isinstance(turns, list):
         raise ValueError("conversation must be a list of turns")
-    prompt = response = None
-    system = ""
+    messages: list[dict[str, str]] = []
     for turn in turns:
+        if not isinstance(turn, dict):
+            raise ValueError("conversation turns must be objects")
         role = turn.get(role_key)
-        if role == "system" and prompt is None:
-            system = str(turn.get(text_key, ""))
-        elif role in user and prompt is None:
-            prompt = str(turn.get(text_key, ""))
-        elif role in assistant and prompt is not None and response is None:
-            response = str(turn.get(text_key, ""))
-    if prompt is None or response is None:
+        name = "user" if role in user else "assistant" if role in assistant else "system" if role == "system" else None
+        if name is not None:
+            messages.append({"role": name, "content": str(turn.get(text_key, ""))})
+    last = max((i for i in range(len(messages) - 1)
+                if messages[i]["role"] == "user" and messages[i + 1]["role"] == "assistant"), default=None)
+    if last is None:
         raise ValueError("conversation has no user turn followed by an assistant turn")
-    return (f"{system}\n\n{prompt}" if system else prompt), response
+    history, prompt, response = messages[:last], messages[last]["content"], messages[last + 1]["content"]
+    if not any(m["role"] == "user" for m in history):  # one turn: as single-turn data always was
+        system = "\n\n".join(m["content"] for m in history if m["role"] == "system")
+        return [], (f"{system}\n\n{prompt}" if system else prompt), response
+    return history, prompt, response

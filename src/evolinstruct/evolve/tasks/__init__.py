@@ -8,6 +8,8 @@ task's own numbers to stats.json. `--task NAME` picks one; a new task is one mod
   Python runs in a sandbox (evolve/sandbox.py) and must neither crash nor time out (docs/TASKS.md).
 - math: WizardMath's upward and downward evolution of math problems; K answers each, kept on a majority
   final answer (`math_samples`), eliminated as `no_question` or `inconsistent_answer` (docs/TASKS.md).
+- conversation: multi-turn chats; the last user turn evolves in context, or a `follow_up` turn is added,
+  each new turn answered with the whole history (`max_turns`; docs/TASKS.md).
 """
 
 from __future__ import annotations
@@ -40,12 +42,14 @@ class Task:
     tally: Callable[[], TaskTally] | None = None
     options: tuple[str, ...] = ()  # the task_options keys it reads (others are refused)
     op_weights: str | None = None  # default --ops for the task's own template set (None: uniform)
+    conversations: bool = False  # its seeds are conversations (seeds.py reads ShareGPT/OpenAI/MT-Bench rows)
 
 
 TASKS: dict[str, str] = {
     "chat": "evolinstruct.evolve.tasks.chat:TASK",
     "code": "evolinstruct.evolve.tasks.code:TASK",
     "math": "evolinstruct.evolve.tasks.math:TASK",
+    "conversation": "evolinstruct.evolve.tasks.conversation:TASK",
 }
 
 

@@ -28,11 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...batches import BatchBackend, BatchCollector
 from ...calls import CachedLLM, CallCounters
 from ...evolve.config import stored_separator
 from ...evolve.outputs import write_outputs
 from ...evolve.templates import TemplateError, TemplateSet, load_templates
 from ...models.base import ModelSpec, Request, Sampling, Transport
+from ...models.batchapi import build_batch_api
 from ...models.registry import Backends
 from ...models.spec import GUIDES, endpoint, guided, resolve_role
 from ...records import Record, join_input, request_seed
@@ -78,6 +80,9 @@ class ScoreOptions:
     limit: int | None = None
     include_eliminated: bool = False
     guide: str = "auto"  # auto|on|off: answers that must open with their score head (in-process models)
+    batch: str | None = None  # --batch openai|anthropic: every scoring call in provider batch rounds (batches.py)
+    batch_max_requests: int | None = None
+    batch_poll: float = 60.0
 
     def scorers(self) -> list[str]:
         """The scorer groups asked for; none named means heuristics and difficulty."""
@@ -257,9 +262,19 @@ async def _score_async(
             )
 
         model_label, where = "-", ""
+        collector: BatchCollector | None = None
         if spec is not None:
             backend = backends.get(spec)
-            llm = CachedLLM(backend, store, counters, slots=PrioritySlots(options.concurrency))
+            slots = PrioritySlots(options.concurrency)
+            if options.batch:  # one round holds every scoring call; a killed run polls its batches again
+                if not spec.model:
+                    raise ValueError("--batch needs a served model (--model)")
+                transport = Transport(concurrency=options.concurrency)
+                collector = BatchCollector(build_batch_api(options.batch, spec, transport), store,
+                                           poll=options.batch_poll, max_requests=options.batch_max_requests)
+                collector.feeding = False
+                backend, slots = BatchBackend(collector, spec.backend, spec.model), PrioritySlots(1 << 30)
+            llm = CachedLLM(backend, store, counters, slots=slots)
             model_label = backend.model
             where = endpoint(spec)
             scorers = Scorers(llm, run_templates(store), stored, options, progress, guided=bool(guided))
@@ -268,7 +283,14 @@ async def _score_async(
             jobs = []
         progress.total = len(jobs)
         on_start(len(records), len(jobs), model_label, where, guided)
-        await _run_jobs(jobs, store, options.concurrency, progress, on_progress)
+        if collector is None:
+            await _run_jobs(jobs, store, options.concurrency, progress, on_progress)
+        else:
+            try:
+                await collector.recover()
+                await _run_jobs(jobs, store, len(jobs), progress, on_progress, collector)
+            finally:
+                await collector.aclose()
 
         write_outputs(store)  # dataset.jsonl now carries each row's scores
         stats = _update_stats(run_dir, store, counters, {
@@ -291,14 +313,15 @@ async def _score_async(
 
 
 async def _run_jobs(jobs: list[Callable[[], Awaitable[list[Row]]]], store: RunStore, concurrency: int,
-                    progress: ScoreProgress, on_progress: Callable[[ScoreProgress], None]) -> None:
+                    progress: ScoreProgress, on_progress: Callable[[ScoreProgress], None],
+                    collector: BatchCollector | None = None) -> None:
     """At most `concurrency` jobs at once, pulled from a queue (a 250K-record run never makes 250K tasks).
     Each job's scores are committed as soon as it returns."""
     queue: asyncio.Queue[Callable[[], Awaitable[list[Row]]]] = asyncio.Queue()
     for job in jobs:
         queue.put_nowait(job)
 
-    async def worker() -> None:
+    async def work() -> None:
         while not queue.empty():
             job = queue.get_nowait()
             rows = await job()
@@ -307,7 +330,14 @@ async def _run_jobs(jobs: list[Callable[[], Awaitable[list[Row]]]], store: RunSt
             progress.done += 1
             on_progress(progress)
 
-    await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(jobs))))))
+    async def worker(n: int) -> None:
+        if collector is None:
+            await work()
+            return
+        with collector.chain(n):  # batch rounds: a round goes when every worker waits
+            await work()
+
+    await asyncio.gather(*(worker(n) for n in range(max(1, min(concurrency, len(jobs))))))
 
 
 def _update_stats(run_dir: Path, store: RunStore, counters: CallCounters, score_run: dict[str, Any]) -> dict[str, Any]:

@@ -80,9 +80,16 @@
     function nodeBody(id) {
       const n = nodes[id];
       const body = h("div", { class: "node-body" });
-      body.append(...section("Instruction", n.i || "(empty)"));
+      const talk = n.h && n.h.length;  // a conversation: its earlier turns, then the last one
+      if (talk) {
+        body.append(h("h4", { text: "Earlier turns" }));
+        const turns = h("ol", { class: "turns" });
+        for (const [role, text] of n.h) turns.append(h("li", { class: "turn " + role }, [h("span", { class: "pill", text: role }), h("pre", { text: text || "(empty)" })]));
+        body.append(turns);
+      }
+      body.append(...section(talk ? "User (last turn)" : "Instruction", n.i || "(empty)"));
       if (n.in) body.append(...section("Input", n.in));
-      if (n.out) body.append(...section("Response", n.out));
+      if (n.out) body.append(...section(talk ? "Assistant (last turn)" : "Response", n.out));
       else body.append(h("h4", { text: "Response" }), h("p", { class: "muted", text: n.s === "kept" ? "(empty)" : "none: eliminated before answering" }));
       if (n.r || n.ev) {
         body.append(h("h4", { text: n.s === "error" ? "Error" : "Why it was eliminated" }));
@@ -107,6 +114,7 @@
       const pills = [
         h("span", { class: "pill", text: epochLabel(n.e) }),
         n.e > 0 ? h("span", { class: "pill", text: n.o }) : null,
+        n.h && n.h.length ? h("span", { class: "pill", text: (1 + n.h.filter((t) => t[0] === "user").length) + " turns" }) : null,
         h("span", { class: "pill " + n.s, text: n.s + (n.r ? ": " + n.r : "") }),
       ];
       if (n.sc && n.sc.difficulty !== undefined) pills.push(h("span", { class: "pill score", text: "difficulty " + fmtScore(n.sc.difficulty) }));

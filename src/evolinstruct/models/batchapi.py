@@ -1,0 +1,82 @@
+"""The provider batch contract (--batch): what batches.py needs from OpenAI's Batch API or Anthropic's
+Message Batches. An adapter turns requests into lines, submits a batch, finds a batch created by a run
+that was killed before it could record the id, polls, and reads results back. It knows nothing of rounds,
+chains or the store (batches.py).
+
+Errors: `FatalBackendError` (a refused key) stops the run; `TransientBatchError` (no connection, a 5xx
+after the SDK's retries) is retried by the caller with backoff; `BatchTooLarge`: the provider refused the
+batch for its size, and the caller splits it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .base import BackendError, ModelSpec, Request, Result, Transport
+
+# The one place a batch API is named (as REGISTRY is for backends): 'module:Class' or a class (a test's own).
+BATCH_APIS: dict[str, str | type] = {
+    "openai": "evolinstruct.models.openai_batch:OpenAIBatchAPI",
+    "anthropic": "evolinstruct.models.anthropic:AnthropicBatchAPI",
+}
+
+
+class TransientBatchError(RuntimeError):
+    """A batch call that may succeed later (no connection, a 5xx)."""
+
+
+class BatchTooLarge(RuntimeError):
+    """The provider refused a batch for its size or request count: submit it in smaller parts."""
+
+
+@dataclass(slots=True)
+class BatchStatus:
+    state: str  # running | ended (results can be read: completed, expired, cancelled) | failed (no results)
+    status: str  # the provider's own word (validating, in_progress, ..., ended)
+    counts: dict[str, int] = field(default_factory=dict)
+    error: str = ""  # why a failed batch failed
+    too_large: bool = False  # failed for a provider limit: split it and submit again
+
+
+@dataclass(slots=True)
+class LineResult:
+    result: Result
+    retryable: bool = False  # a per-line error worth submitting again (5xx, 429, expired, cancelled)
+
+
+class BatchAPI(Protocol):
+    provider: str
+    max_requests: int  # requests per batch
+    max_bytes: int  # bytes per batch (the input file, or the request body)
+
+    def line(self, custom_id: str, model: str, request: Request) -> dict[str, Any]: ...
+
+    # Submits a batch, returns its provider id. Calls `on_uploaded(file_id or "")` once the batch may be created
+    # (after the upload; Anthropic: before the create), so the store knows to look for it after a kill.
+    async def submit(self, uid: str, lines: list[dict[str, Any]], on_uploaded: Callable[[str], None]) -> str: ...
+
+    async def find(self, uid: str, file_id: str | None, created: float, requests: int) -> str | None: ...
+
+    async def poll(self, batch_id: str) -> BatchStatus: ...
+
+    async def results(self, batch_id: str) -> dict[str, LineResult]: ...
+
+    async def aclose(self) -> None: ...
+
+
+def batch_api_names() -> tuple[str, ...]:
+    return tuple(BATCH_APIS)
+
+
+def build_batch_api(provider: str, spec: ModelSpec, transport: Transport) -> BatchAPI:
+    """The batch API of `provider` at the spec's endpoint, with the spec's key."""
+    target = BATCH_APIS.get(provider)
+    if target is None:
+        raise BackendError(f"unknown batch provider '{provider}' (choose {', '.join(BATCH_APIS)})")
+    if isinstance(target, str):
+        module, _, attr = target.partition(":")
+        target = getattr(importlib.import_module(module), attr)
+    return target.from_spec(spec, transport)

@@ -1,0 +1,133 @@
+"""Batch rounds in process: the round collector (batches.py) with an in-memory provider that answers with the
+scripted backend's replies (tests/scripted.py), so rounds, speculation, budgets and resume are checked in
+a fraction of a second. The real SDKs against the simulation server are in test_batch.py (slow)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evolinstruct.evolve.config import (
+    Algorithm,
+    BatchConfig,
+    BudgetConfig,
+    EvolveConfig,
+    Roles,
+    SamplingConfig,
+    Source,
+)
+from evolinstruct.evolve.run import run_evolve
+from evolinstruct.models.base import ModelSpec, Request, Transport
+from evolinstruct.models.batchapi import BATCH_APIS, BatchStatus, LineResult
+from scripted import Script, on, write_seeds
+
+TOPICS = ["the moon", "tea", "rivers", "bread", "owls", "glass", "snow", "maps", "bees", "clocks", "salt", "kites"]
+SCRIPTED = ModelSpec(backend="scripted", model="s", base_url="http://127.0.0.1:9/v1")
+
+
+class FakeProvider:
+    """A paid batch service, simulated: batches end after `polls` looks; every submitted custom_id is counted."""
+
+    provider = "fake"
+    max_requests = 1000
+    max_bytes = 1 << 30
+    script: Script
+    submitted: Counter
+    batches: dict[str, list[dict[str, Any]]]
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, transport: Transport) -> FakeProvider:
+        return cls()
+
+    def line(self, custom_id: str, model: str, request: Request) -> dict[str, Any]:
+        return {"custom_id": custom_id, "model": model, "request": request}
+
+    async def submit(self, uid: str, lines: list[dict[str, Any]], on_uploaded) -> str:
+        on_uploaded(f"file-{uid}")
+        batch_id = f"b{len(self.batches)}"
+        self.batches[batch_id] = lines
+        self.submitted.update(line["custom_id"] for line in lines)
+        return batch_id
+
+    async def find(self, uid: str, file_id: str | None, created: float, requests: int) -> str | None:
+        return None
+
+    async def poll(self, batch_id: str) -> BatchStatus:
+        return BatchStatus("ended", "completed", {"total": len(self.batches[batch_id])})
+
+    async def results(self, batch_id: str) -> dict[str, LineResult]:
+        return {line["custom_id"]: LineResult(self.script.reply(line["model"], line["request"]))
+                for line in self.batches[batch_id]}
+
+    async def aclose(self) -> None:
+        return None
+
+
+@pytest.fixture
+def provider(scripted, monkeypatch: pytest.MonkeyPatch) -> type[FakeProvider]:
+    script = scripted((on("equality", r"tea|owls", where="given"), "Equal"))
+    cls = type("Fake", (FakeProvider,), {"script": script, "submitted": Counter(), "batches": {}})
+    monkeypatch.setitem(BATCH_APIS, "fake", cls)
+    return cls
+
+
+def config(seeds: str, batch: bool, epochs: int = 3, pilot: int | None = None, **budget: Any) -> EvolveConfig:
+    return EvolveConfig(
+        source=Source(seeds=seeds), algorithm=Algorithm(epochs=epochs, pilot=pilot), sampling=SamplingConfig(max_tokens=64),
+        roles=Roles(evolver=SCRIPTED), transport=Transport(concurrency=4), budget=BudgetConfig(**budget),
+        batch=BatchConfig("fake", poll=0.001) if batch else None,
+    )
+
+
+def test_rounds_speculation_and_the_same_dataset_as_online(provider, tmp_path: Path) -> None:
+    seeds = write_seeds(tmp_path / "seeds.jsonl", [f"Describe {t}." for t in TOPICS])
+    online = run_evolve(config(seeds, batch=False), tmp_path / "online")
+    stats = run_evolve(config(seeds, batch=True), tmp_path / "batch")
+    assert (tmp_path / "batch" / "dataset.jsonl").read_bytes() == (tmp_path / "online" / "dataset.jsonl").read_bytes()
+    b = stats["batch"]
+    assert b["rounds"] <= 2 * 3 + 1 and b["rounds"] == 6  # seed answers ride with epoch 1's evolutions
+    assert b["idle_rounds"] == 0
+    equal = sum(1 for line in (tmp_path / "batch" / "eliminated.jsonl").read_text().splitlines()
+                if json.loads(line)["reason"] == "no_information_gain")
+    assert equal > 0 and b["wasted"] == equal  # one speculative answer per evolution the judge eliminated
+    assert b["requests_submitted"] == online["llm_calls"] + equal
+    assert max(provider.submitted.values()) == 1
+
+
+def test_adaptive_weights_pilot_in_batch_rounds_gives_the_online_dataset(provider, tmp_path: Path) -> None:
+    """Chains held at the pilot's barrier are not in a round: the pilot's rounds go as soon as it waits."""
+    seeds = write_seeds(tmp_path / "seeds.jsonl", [f"Describe {t}." for t in TOPICS])
+    run_evolve(config(seeds, batch=False, pilot=4), tmp_path / "online")
+    stats = run_evolve(config(seeds, batch=True, pilot=4), tmp_path / "batch")
+    assert (tmp_path / "batch" / "dataset.jsonl").read_bytes() == (tmp_path / "online" / "dataset.jsonl").read_bytes()
+    assert stats["batch"]["rounds"] == 12  # the pilot's 6 rounds, then the other seeds' 6
+    assert stats["batch"]["idle_rounds"] == 0  # every round went because every chain in it waited
+
+
+def test_max_cost_refuses_a_round_whose_worst_case_crosses_it_and_a_rerun_resumes(provider, tmp_path: Path) -> None:
+    seeds = write_seeds(tmp_path / "seeds.jsonl", [f"Describe {t}." for t in TOPICS])
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"*": {"input": 1000.0, "output": 1000.0}}))
+    run_dir = tmp_path / "run"
+    stopped = run_evolve(config(seeds, batch=True, max_cost=0.5, prices=str(prices)), run_dir)
+    assert stopped["stopped_by"] == "max_cost"
+    assert not provider.submitted  # the first round's worst case (24 calls x 64 tokens) was already too much
+    done = run_evolve(config(seeds, batch=True, max_cost=1000.0, prices=str(prices)), run_dir)
+    assert done["stopped_by"] is None and done["seeds"] == len(TOPICS)
+    cost = done["cost"]
+    assert set(cost["by_mode"]) == {"batch"} and cost["by_mode_purpose"]["batch"]["equality"] > 0
+    online = run_evolve(config(seeds, batch=False, prices=str(prices)), tmp_path / "online")
+    # The same calls at the default batch discount: half the online cost.
+    assert cost["total"] == pytest.approx(0.5 * online["cost"]["total"] + 0.5 * _wasted_cost(done, online), rel=1e-6)
+
+
+def _wasted_cost(batch: dict, online: dict) -> float:
+    """Online price of the speculative answers the online run never sent."""
+    extra_prompt = batch["calls_by_purpose"]["prompt_tokens"]["answer"] - online["calls_by_purpose"]["prompt_tokens"]["answer"]
+    extra_completion = (batch["calls_by_purpose"]["completion_tokens"]["answer"]
+                        - online["calls_by_purpose"]["completion_tokens"]["answer"])
+    return (extra_prompt + extra_completion) * 1000.0 / 1e6

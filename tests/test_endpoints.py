@@ -154,3 +154,23 @@ def test_a_429_slows_only_its_endpoint_and_the_endpoints_file_names_models(tmp_p
         stop_sim(sim)
         bad.terminate()
         bad.wait(timeout=10)
+
+
+@pytest.mark.parametrize(("extra", "why"), [
+    (["--endpoints", "FLEET"], "fleet.txt:2: "),
+    (["--base-url", "http://a:1/v1", "--base-url", "http://b:1/v1", "--batch", "openai"], "--batch submits provider"),
+    (["--base-url", "http://a:1/v1", "--base-url", "http://b:1/v1", "--backend", "local"], "takes one endpoint"),
+])
+def test_the_cli_refuses_a_bad_fleet_in_one_line_before_the_run_dir(tmp_path: Path, extra: list[str], why: str) -> None:
+    from typer.testing import CliRunner
+
+    from evolinstruct.cli import app
+
+    fleet = tmp_path / "fleet.txt"
+    fleet.write_text("http://a:1/v1\nhttp://b:1/v1 weight=2\n")
+    args = ["evolve", "seeds.jsonl", "-o", str(tmp_path / "run"), "--model", "m",
+            *[str(fleet) if a == "FLEET" else a for a in extra]]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "250"})
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2 and len(errors) == 1 and why in errors[0], result.output
+    assert not (tmp_path / "run").exists()

@@ -111,6 +111,12 @@ def evolve(
             fail(str(exc))
     try:
         fleet = _fleet(base_url or [], endpoints)
+        if batch and len(fleet) > 1:
+            raise ValueError("--batch submits provider batches to one API: give one --base-url (several endpoints "
+                             "are for online calls)")
+        if batch and ray:
+            raise ValueError("--batch and --ray: run the batch rounds in one process (a provider batch is not "
+                             "faster in shards)")
         evolver = resolve_role(backend, model, fleet[0].url if fleet else None, api_key_env)
         assert evolver is not None
         evolver = with_endpoints(evolver, fleet)

@@ -472,6 +472,10 @@ class RunStore:
             "FROM calls c GROUP BY c.model, mode, c.purpose")
         return {(m, mode, p): (pt or 0, ct or 0) for m, mode, p, pt, ct in rows}
 
+    def record_counts(self) -> dict[str, int]:
+        """Records by status (kept, eliminated, error): how far a run is, read while it runs."""
+        return dict(self.db.execute("SELECT status, COUNT(*) FROM records GROUP BY status").fetchall())
+
     def absorb(self, other: RunStore) -> dict[str, int]:
         """Copy another store's calls, failures, records, chains, scores and provider batches into this one, in one
         transaction (`evolinstruct merge`: shards hold disjoint seeds; a call both hold is the same answer). Rows per

@@ -233,12 +233,34 @@ def _evolve_on_ray(config: EvolveConfig, out: Path, shards: int, address: str | 
         from ..scale.ray_run import evolve_on_ray
     except ImportError as exc:
         fail(f"--ray needs Ray: pip install 'evolinstruct[ray]' ({exc})")
+    from ..evolve.merge import shards_progress
+    from ..evolve.run import count_seeds
+
     console.print(f"evolving {shards} shards on Ray ({address or 'a local cluster'}) -> {out}/shards, merged into {out}")
-    with stops_cleanly(display.evolve_progress(), (SeedError, TemplateError, ConfigMismatch, StoreError, BackendError, ValueError, RuntimeError)):
-        stats = evolve_on_ray(config, out, shards, address,
-                              command=shlex.join(["evolinstruct", *sys.argv[1:]]),
-                              on_shard=lambda i, s: console.print(f"shard {i}/{shards}: {s['dataset_rows']} rows, "
-                                                                  f"{s['llm_calls']} calls sent"))
+    progress = display.evolve_progress()
+    done: list[int] = []
+
+    def on_shard(i: int, s: dict) -> None:
+        done.append(i)
+        progress.console.print(f"shard {i}/{shards}: {s['dataset_rows']} rows, {s['llm_calls']} calls sent")
+
+    def on_tick(dirs: list[Path]) -> None:  # every second: the shards' stores, read-only
+        if not progress.tasks:
+            progress.add_task("evolve", total=n_seeds * (config.algorithm.epochs + 1), kept=0, elim=0, err=0,
+                              rate="", wait="")
+            progress.start()
+        counts = shards_progress(dirs)
+        progress.update(progress.tasks[0].id, completed=sum(counts.values()), kept=counts.get("kept", 0),
+                        elim=counts.get("eliminated", 0), err=counts.get("error", 0),
+                        wait=f"shards {len(done)}/{shards} done")
+
+    with stops_cleanly(progress, (SeedError, TemplateError, ConfigMismatch, StoreError, BackendError, ValueError,
+                                  RuntimeError)):
+        n_seeds = count_seeds(config).read
+        stats = evolve_on_ray(config, out, shards, address, command=shlex.join(["evolinstruct", *sys.argv[1:]]),
+                              on_shard=on_shard, on_tick=on_tick)
+    if progress.live.is_started:
+        progress.stop()
     display.print_evolve_summary(stats, out)
     if stats["evolutions"]["errors"] or stats["seed_errors"]:
         raise typer.Exit(3)

@@ -10,6 +10,7 @@ store in the usual one pass (outputs.py), so dataset.jsonl is ordered by seed as
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,24 @@ def merge_runs(shard_dirs: list[Path], out: Path) -> dict[str, Any]:
         return stats
     finally:
         merged.close()
+
+
+def shards_progress(shard_dirs: list[Path]) -> dict[str, int]:
+    """Records by status summed over the shards' stores so far (a shard not started yet counts nothing);
+    read-only, safe while the shards run."""
+    total: Counter = Counter()
+    for d in shard_dirs:
+        try:
+            store = RunStore(d, readonly=True)
+        except StoreError:
+            continue
+        try:
+            total.update(store.record_counts())
+        except sqlite3.Error:
+            pass  # a store still being created: nothing to count yet
+        finally:
+            store.close()
+    return dict(total)
 
 
 def _read_stats(run_dir: Path) -> dict[str, Any]:

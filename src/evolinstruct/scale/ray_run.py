@@ -54,8 +54,10 @@ def run_shard(config: EvolveConfig, run_dir: str, command: str | None) -> dict[s
 
 def evolve_on_ray(config: EvolveConfig, run_dir: Path, shards: int, address: str | None = None,
                   command: str | None = None, on_shard: Callable[[int, dict[str, Any]], None] | None = None,
-                  max_retries: int = MAX_RETRIES, cpus_per_shard: float = 1.0) -> dict[str, Any]:
-    """Run every shard as a Ray task, then merge them into `run_dir`; returns the merged stats."""
+                  max_retries: int = MAX_RETRIES, cpus_per_shard: float = 1.0,
+                  on_tick: Callable[[list[Path]], None] | None = None, tick: float = 1.0) -> dict[str, Any]:
+    """Run every shard as a Ray task, then merge them into `run_dir`; returns the merged stats. `on_tick(dirs)`
+    is called about every `tick` seconds while shards run (the CLI's progress line reads their stores)."""
     import ray
 
     if shards < 2:
@@ -72,7 +74,11 @@ def evolve_on_ray(config: EvolveConfig, run_dir: Path, shards: int, address: str
         dirs = shard_dirs(run_dir, shards)
         pending = {task.remote(shard_config(config, i, shards), str(d), command): i for i, d in enumerate(dirs)}
         while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=tick if on_tick else None)
+            if on_tick is not None:
+                on_tick(dirs)
+            if not done:
+                continue
             index = pending.pop(done[0])
             try:
                 stats = ray.get(done[0])
@@ -83,6 +89,8 @@ def evolve_on_ray(config: EvolveConfig, run_dir: Path, shards: int, address: str
                 raise
             if on_shard is not None:
                 on_shard(index, stats)
+        if on_tick is not None:
+            on_tick(dirs)  # the last state: every shard done
         phases["shards"] = time.perf_counter() - clock - phases["ray_start"]
         merged = merge_runs(dirs, run_dir)
         phases["merge"] = time.perf_counter() - clock - phases["ray_start"] - phases["shards"]

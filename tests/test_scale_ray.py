@@ -31,6 +31,10 @@ from simfleet import start_sim, stop_sim, write_seeds
     (["--engine", "gpu"], "--engine must be one of embedded, local, vllm"),
     (["--engine", "vllm"], "--engine vllm needs --model"),
     (["--cpus-per-replica", "0"], "--cpus-per-replica more than 0"),
+    # No vLLM on the CPU machines: the one line that says what to install, before any Ray cluster starts.
+    # (slow: importing ray.serve.llm takes ~3 s)
+    pytest.param(["--engine", "vllm", "--model", "Qwen/Qwen2.5-0.5B-Instruct"], "pip install 'evolinstruct[ray-vllm]'",
+                 marks=pytest.mark.slow),
 ])
 def test_serve_refuses_bad_options_before_starting_ray(args: list[str], why: str) -> None:
     from typer.testing import CliRunner

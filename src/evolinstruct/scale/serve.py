@@ -136,14 +136,15 @@ def start(engine: str, model: str | None = None, replicas: int = 1, cpus_per_rep
     ray = _ray()
     from ray import serve
 
-    started = False
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
-        started = address is None
+    # The application first: a missing engine fails before a cluster is started or joined.
     if engine == "vllm":
         app, name = vllm_app(model or "", replicas, tensor_parallel)
     else:
         app, name = embedded_app(model if engine == "local" else None, replicas, cpus_per_replica)
+    started = False
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        started = address is None
     serve.start(http_options={"host": host, "port": port})
     serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
     base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/v1"

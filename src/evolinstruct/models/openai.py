@@ -173,7 +173,7 @@ class OpenAIBackend:
     def _redact(self, text: str) -> str:
         return redact(text, (self._api_key,))
 
-    def _fatal(self, status: int, body: str) -> FatalBackendError | None:
+    def _fatal(self, status: int, body: str, url: str | None = None) -> FatalBackendError | None:
         """The error that stops the run for this response, or None when other requests may still succeed."""
         if status in FATAL_STATUS:
             fix = f"the server refused the key: check {self.api_key_env} (or --api-key-env)"
@@ -182,7 +182,7 @@ class OpenAIBackend:
         else:
             return None
         message = self._redact(server_message(body))
-        return FatalBackendError(f"HTTP {status} from {self.base_url}: {message} ({fix}); everything finished so far "
+        return FatalBackendError(f"HTTP {status} from {url or self.base_url}: {message} ({fix}); everything finished so far "
                                  "is stored: rerun the same command to resume")
 
     def _unanswered(self, error: str) -> None:
@@ -278,7 +278,7 @@ class OpenAIBackend:
                 if resp.status == 200:
                     return self._completed(_parse(await resp.read()))
                 text = await resp.text(errors="replace")
-                if fatal := self._fatal(resp.status, text):
+                if fatal := self._fatal(resp.status, text, base_url):
                     raise fatal
                 error = f"HTTP {resp.status}: {self._redact(text[:300])}"
                 if resp.status in RETRY_STATUS or resp.status >= 500:

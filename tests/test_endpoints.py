@@ -73,6 +73,27 @@ def test_the_pool_routes_least_outstanding_bounded_and_ejects() -> None:
     asyncio.run(main())
 
 
+
+def test_a_fully_ejected_fleet_still_bounds_each_endpoint() -> None:
+    async def main() -> None:
+        async def probe(url: str) -> bool:
+            return False
+
+        pool = EndpointPool((EndpointSpec("http://a/v1", 1), EndpointSpec("http://b/v1", 1)), 8, probe)
+        a, b = pool.endpoints
+        first, second = await pool.acquire(), await pool.acquire()
+        pool.release(first, "connect")
+        pool.release(second, "connect")
+        assert pool.up == 0
+        picks = [await pool.acquire(), await pool.acquire()]  # the dead fleet still takes requests, one each
+        assert sorted(p.url for p in picks) == ["http://a/v1", "http://b/v1"]
+        with pytest.raises(asyncio.TimeoutError):  # both at their bound: the next waits, ejected or not
+            await asyncio.wait_for(pool.acquire(), 0.1)
+        assert a.outstanding == 1 and b.outstanding == 1
+        await pool.aclose()
+
+    asyncio.run(main())
+
 def _evolve(seeds: Path, run: Path, urls: list[str]) -> list[str]:
     return [*CLI, "evolve", str(seeds), "-o", str(run), "--model", "sim", "--epochs", "2", "--concurrency", "24",
             *[a for u in urls for a in ("--base-url", u)]]

@@ -143,8 +143,10 @@ class EndpointPool:
                 if load < best_load:
                     best, best_load = e, load
         if best is None and not any(e.up for e in self.endpoints):
-            # The whole fleet is ejected: try the one ejected longest ago rather than wait forever.
-            best = min(self.endpoints, key=lambda e: (e.outstanding >= e.limit, e.ejected_at))
+            # The whole fleet is ejected: try the one ejected longest ago rather than wait forever, still
+            # within its bound (a dead fleet must not take every request in flight at one endpoint).
+            free = [e for e in self.endpoints if e.outstanding < e.limit]
+            best = min(free, key=lambda e: e.ejected_at) if free else None
         return best
 
     def _notify(self) -> None:

@@ -94,6 +94,35 @@ def test_a_fully_ejected_fleet_still_bounds_each_endpoint() -> None:
 
     asyncio.run(main())
 
+
+def test_an_endpoint_readmitted_by_a_request_then_ejected_again_has_one_probe() -> None:
+    async def main() -> None:
+        back = False
+
+        async def probe(url: str) -> bool:
+            await asyncio.sleep(0.05)  # a real probe is a request: two of them can be out at once
+            return back and url == "http://a/v1"
+
+        pool = EndpointPool((EndpointSpec("http://a/v1", 2), EndpointSpec("http://b/v1", 2)), 8, probe)
+        a, b = pool.endpoints
+        for e in (a, b):
+            assert (await pool.acquire()) is e
+            pool.release(e, "connect")
+        assert pool.up == 0
+        assert (await pool.acquire()) is a  # the whole fleet is out: a (ejected first) is tried, and answers
+        pool.release(a, "ok", 0.1)
+        assert a.up and a.readmissions == 1
+        assert (await pool.acquire()) is a
+        pool.release(a, "connect")  # out again, before its first probe woke
+        assert not a.up and a.ejections == 2
+        back = True
+        await asyncio.sleep(0.8)
+        assert a.up and a.readmissions == 2  # one probe re-admitted it once
+        assert len(pool._probes) == 1  # only b's probe still watches
+        await pool.aclose()
+
+    asyncio.run(main())
+
 def _evolve(seeds: Path, run: Path, urls: list[str]) -> list[str]:
     return [*CLI, "evolve", str(seeds), "-o", str(run), "--model", "sim", "--epochs", "2", "--concurrency", "24",
             *[a for u in urls for a in ("--base-url", u)]]

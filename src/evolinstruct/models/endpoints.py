@@ -107,6 +107,7 @@ class Endpoint:
     completion_tokens: int = 0
     ejections: int = 0
     readmissions: int = 0
+    probing: bool = False  # a probe task watches this endpoint (one at most: two would re-admit it twice)
     by_reason: dict[str, int] = field(default_factory=dict)
 
     def stats(self) -> dict[str, Any]:
@@ -202,12 +203,21 @@ class EndpointPool:
         endpoint.up = False
         endpoint.ejections += 1
         endpoint.ejected_at = time.monotonic()
+        if endpoint.probing:  # re-admitted by a request, then ejected again before its probe woke: it goes on
+            return True
+        endpoint.probing = True
         task = asyncio.get_running_loop().create_task(self._watch(endpoint))
         self._probes.add(task)
         task.add_done_callback(self._probes.discard)
         return True
 
     async def _watch(self, endpoint: Endpoint) -> None:
+        try:
+            await self._watch_until_up(endpoint)
+        finally:
+            endpoint.probing = False
+
+    async def _watch_until_up(self, endpoint: Endpoint) -> None:
         delay = PROBE_FIRST
         while not endpoint.up:
             await asyncio.sleep(delay)
@@ -217,7 +227,7 @@ class EndpointPool:
                 back = await self._probe(endpoint.url)
             except Exception:  # noqa: BLE001 - a probe that fails is an endpoint still down
                 back = False
-            if back:
+            if back and not endpoint.up:  # (a request may have re-admitted it while the probe was out)
                 endpoint.up = True
                 endpoint.fails_in_row = 0
                 endpoint.readmissions += 1

@@ -131,3 +131,25 @@ def _wasted_cost(batch: dict, online: dict) -> float:
     extra_completion = (batch["calls_by_purpose"]["completion_tokens"]["answer"]
                         - online["calls_by_purpose"]["completion_tokens"]["answer"])
     return (extra_prompt + extra_completion) * 1000.0 / 1e6
+
+
+def test_a_failed_openai_batch_s_errors_are_redacted(monkeypatch) -> None:
+    """The provider's error text of a failed batch goes to the store and the log: never with the key."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from evolinstruct.models.openai_batch import OpenAIBatchAPI
+
+    key = "sk-proj-" + "k3y" * 8
+    monkeypatch.setenv("EVOL_TEST_KEY", key)
+    api = OpenAIBatchAPI("http://127.0.0.1:9/v1", "EVOL_TEST_KEY")
+    error = SimpleNamespace(code="token_limit_exceeded", message=f"over the limit for key {key} ({key[-12:]}x)")
+    batch = SimpleNamespace(status="failed", request_counts=None, errors=SimpleNamespace(data=[error]))
+
+    async def retrieve(batch_id: str) -> Any:
+        return batch
+
+    api.client = SimpleNamespace(batches=SimpleNamespace(retrieve=retrieve), close=api.client.close)
+    status = asyncio.run(api.poll("batch_1"))
+    assert status.state == "failed" and status.too_large
+    assert key not in status.error and "[redacted]" in status.error and "token_limit_exceeded" in status.error

@@ -104,7 +104,8 @@ class OpenAIBatchAPI:
         if batch.status in ENDED:
             return BatchStatus("ended", batch.status, counts)
         errors = [(e.code or "", e.message or "") for e in (batch.errors.data if batch.errors and batch.errors.data else [])]
-        text = "; ".join(f"{c}: {m}" for c, m in errors)[:300] or batch.status
+        # The provider's words reach the store (a split's reason) and the log: never with a key in them.
+        text = redact("; ".join(f"{c}: {m}" for c, m in errors), (self._key,))[:300] or batch.status
         too_large = any("limit" in c or "too_large" in c or "exceed" in m.lower() for c, m in errors)
         return BatchStatus("failed", batch.status, counts, error=text, too_large=too_large)
 

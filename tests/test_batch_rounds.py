@@ -153,3 +153,29 @@ def test_a_failed_openai_batch_s_errors_are_redacted(monkeypatch) -> None:
     status = asyncio.run(api.poll("batch_1"))
     assert status.state == "failed" and status.too_large
     assert key not in status.error and "[redacted]" in status.error and "token_limit_exceeded" in status.error
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_batch_without_backend_binds_the_run_to_the_provider_s_backend(provider: str, tmp_path: Path) -> None:
+    """`--model M --batch P` (no --base-url, as README shows) is P's run, not the in-process local backend's:
+    score and an online resume read the run's roles. --max-calls 0 stops before anything is sent."""
+    import sqlite3
+
+    from typer.testing import CliRunner
+
+    from evolinstruct.cli import app
+
+    seeds = write_seeds(tmp_path / "seeds.jsonl", ["Name a river.", "Name a bird."])
+    run = tmp_path / "run"
+    env = {"COLUMNS": "250", "OPENAI_API_KEY": "sk-test-not-sent-123456", "ANTHROPIC_API_KEY": "sk-ant-not-sent-123456"}
+    args = ["evolve", str(seeds), "-o", str(run), "--model", "m", "--epochs", "1", "--batch", provider, "--max-calls", "0"]
+    result = CliRunner().invoke(app, args, env=env)
+    assert result.exit_code == 0, result.output
+    with sqlite3.connect(run / "run.sqlite") as db:
+        bound = json.loads(db.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()[0])
+    assert bound["evolver"] == {"backend": provider, "model": "m"}
+    # An in-process backend has no batch API: refused in one line, before the run dir.
+    local = CliRunner().invoke(app, [*args[:2], "-o", str(tmp_path / "local"), *args[4:], "--backend", "local"], env=env)
+    errors = [line for line in local.output.splitlines() if line.startswith("error:")]
+    assert local.exit_code == 2 and len(errors) == 1 and "runs in-process" in errors[0], local.output
+    assert not (tmp_path / "local").exists()

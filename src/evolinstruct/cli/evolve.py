@@ -117,6 +117,10 @@ def evolve(
         if batch and ray:
             raise ValueError("--batch and --ray: run the batch rounds in one process (a provider batch is not "
                              "faster in shards)")
+        if batch:  # the provider's API answers the run: without --backend, its own backend (not local)
+            from ..models.batchapi import batch_backend
+
+            backend = batch_backend(batch, backend)
         evolver = resolve_role(backend, model, fleet[0].url if fleet else None, api_key_env)
         assert evolver is not None
         evolver = with_endpoints(evolver, fleet)
@@ -145,6 +149,10 @@ def evolve(
             budget=BudgetConfig(max_calls=max_calls, max_cost=max_cost, prices=str(prices) if prices else None),
             batch=BatchConfig(batch, batch_max_requests, batch_poll) if batch else None,
         )
+        if batch:
+            from ..models.batchapi import check_batch_specs
+
+            check_batch_specs([config.roles.evolver, config.roles.answer, config.roles.equality])
     except (BackendError, ValueError) as exc:
         fail(str(exc))
     if estimate:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .base import BackendError, ModelSpec, Request, Result, Transport
+from .base import BackendError, ModelSpec, Request, Result, Transport, capabilities
 
 # The one place a batch API is named (as REGISTRY is for backends): 'module:Class' or a class (a test's own).
 BATCH_APIS: dict[str, str | type] = {
@@ -69,6 +69,23 @@ class BatchAPI(Protocol):
 
 def batch_api_names() -> tuple[str, ...]:
     return tuple(BATCH_APIS)
+
+
+def batch_backend(provider: str | None, backend: str | None) -> str | None:
+    """The backend of a --batch run: the one given, else the provider's own online backend (a batch provider is
+    named as its backend in registry.py). Without this, `--model gpt-4o-mini --batch openai` and no --base-url
+    made a run bound to the in-process `local` backend, which score and an online resume then tried to load."""
+    return backend if backend is not None or provider not in BATCH_APIS else provider
+
+
+def check_batch_specs(specs: list[ModelSpec]) -> None:
+    """--batch sends every role's calls to a provider's batch API: a role played in-process has none."""
+    from .registry import backend_class
+
+    for spec in specs:
+        if capabilities(backend_class(spec.backend)).in_process:
+            raise BackendError(f"--batch sends calls to a provider's batch API, but the {spec.backend} backend runs "
+                               "in-process: give --backend openai or anthropic (or drop --batch)")
 
 
 def build_batch_api(provider: str, spec: ModelSpec, transport: Transport) -> BatchAPI:

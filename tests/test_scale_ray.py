@@ -43,6 +43,7 @@ def test_serve_refuses_bad_options_before_starting_ray(args: list[str], why: str
 
     result = CliRunner().invoke(app, ["serve", *args], env={"COLUMNS": "250"})
     assert result.exit_code == 2 and why in result.output, result.output
+    assert "starting" not in result.output, result.output  # the one line is the error, no "starting..." before it
 
 
 def test_serve_embedded_two_replicas_answers_and_an_evolve_run_completes(ray_cluster: None, tmp_path: Path) -> None:

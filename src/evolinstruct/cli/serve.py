@@ -24,10 +24,13 @@ def serve_cmd(
     """Serve a model from a fleet of replicas behind one OpenAI-compatible endpoint, on Ray Serve (docs/SCALE.md)."""
     from ..scale.serve import ServeError, start, stop
 
-    console.print(f"starting {replicas} {engine} replica{'s' if replicas > 1 else ''} on Ray Serve "
-                  f"({address or 'a local Ray cluster'}); waiting until they answer...")
+    def starting() -> None:
+        console.print(f"starting {replicas} {engine} replica{'s' if replicas > 1 else ''} on Ray Serve "
+                      f"({address or 'a local Ray cluster'}); waiting until they answer...")
+
     try:
-        served = start(engine, model, replicas, cpus_per_replica, tensor_parallel, address, host, port)
+        served = start(engine, model, replicas, cpus_per_replica, tensor_parallel, address, host, port,
+                       on_starting=starting)
     except (ServeError, ValueError) as exc:
         fail(str(exc))
     console.print(f"serving [bold]{served.model}[/] at [bold]{served.base_url}[/]", highlight=False, soft_wrap=True)

@@ -16,6 +16,7 @@ URL. The run's determinism is unaffected: requests carry their own seed, whichev
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,9 +125,10 @@ def vllm_app(model: str, replicas: int, tensor_parallel: int) -> tuple[Any, str]
 
 def start(engine: str, model: str | None = None, replicas: int = 1, cpus_per_replica: float = 1.0,
           tensor_parallel: int = 1, address: str | None = None, host: str = "127.0.0.1", port: int = 8000,
-          health_timeout: float = HEALTH_TIMEOUT) -> Served:
+          health_timeout: float = HEALTH_TIMEOUT, on_starting: Callable[[], None] | None = None) -> Served:
     """Deploy the fleet and wait until it answers; joins the Ray cluster at `address` (auto, ray://...) or the
-    one this process already has, else starts a local one."""
+    one this process already has, else starts a local one. `on_starting()` is called once the options and the
+    engine are good, just before Ray is started or joined (the CLI's "starting..." line, never before an error)."""
     if engine not in ENGINES:
         raise ServeError(f"--engine must be one of {', '.join(ENGINES)}, not '{engine}'")
     if replicas < 1 or tensor_parallel < 1 or cpus_per_replica <= 0:
@@ -141,6 +143,8 @@ def start(engine: str, model: str | None = None, replicas: int = 1, cpus_per_rep
         app, name = vllm_app(model or "", replicas, tensor_parallel)
     else:
         app, name = embedded_app(model if engine == "local" else None, replicas, cpus_per_replica)
+    if on_starting is not None:
+        on_starting()
     started = False
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)

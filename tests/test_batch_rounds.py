@@ -179,3 +179,21 @@ def test_batch_without_backend_binds_the_run_to_the_provider_s_backend(provider:
     errors = [line for line in local.output.splitlines() if line.startswith("error:")]
     assert local.exit_code == 2 and len(errors) == 1 and "runs in-process" in errors[0], local.output
     assert not (tmp_path / "local").exists()
+
+
+
+def test_status_shows_an_open_batch_s_whole_id_in_a_narrow_terminal(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from evolinstruct.cli import app
+    from evolinstruct.store import RunStore
+
+    store = RunStore(tmp_path / "run")
+    batch_id = "msgbatch_01HkcTjaV5uDC8jWR4ZsDV8d"
+    store.batch_prepare("u1", "anthropic", "claude-haiku-4-5", 1, [("k" * 64, "evolve", "claude-haiku-4-5", "{}")])
+    store.batch_update("u1", state="submitted", batch_id=batch_id, status="in_progress",
+                       counts={"processing": 1, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0})
+    store.close()
+    result = CliRunner().invoke(app, ["status", str(tmp_path / "run")], env={"COLUMNS": "80"})
+    assert result.exit_code == 0 and batch_id in result.output, result.output
+

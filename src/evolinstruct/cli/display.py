@@ -327,8 +327,11 @@ def print_status(info: dict[str, Any], run_dir: Path) -> None:
     console.print(table)
     if info["batches_open"]:
         pending = Table(title="open batches", title_justify="left")
-        for column in ("batch", "round", "model", "state", "provider status", "requests", "counts"):
-            pending.add_column(column)
+        # The batch id is what the provider's console and support ask for: whole, never cut to "msgbatch_…".
+        ids = [b["batch_id"] or b["id"] for b in info["batches_open"]]
+        pending.add_column("batch", no_wrap=True, min_width=max(len(i) for i in ids))
+        for column in ("round", "model", "state", "provider status", "requests", "counts"):
+            pending.add_column(column, overflow="fold")
         for b in info["batches_open"]:
             counts = ", ".join(f"{k} {v}" for k, v in sorted(b["counts"].items()))
             pending.add_row(escape(b["batch_id"] or b["id"]), str(b["round"]), escape(b["model"]), b["state"],

@@ -53,7 +53,8 @@ class FakeProvider:
         self.submitted.update(line["custom_id"] for line in lines)
         return batch_id
 
-    async def find(self, uid: str, file_id: str | None, created: float, requests: int) -> str | None:
+    async def find(self, uid: str, file_id: str | None, created: float, requests: int,
+                   taken: frozenset[str] = frozenset()) -> str | None:
         return None
 
     async def poll(self, batch_id: str) -> BatchStatus:
@@ -197,3 +198,45 @@ def test_status_shows_an_open_batch_s_whole_id_in_a_narrow_terminal(tmp_path: Pa
     result = CliRunner().invoke(app, ["status", str(tmp_path / "run")], env={"COLUMNS": "80"})
     assert result.exit_code == 0 and batch_id in result.output, result.output
 
+
+
+def test_two_same_sized_batches_killed_before_their_ids_were_recorded_are_found_as_two(tmp_path: Path) -> None:
+    """Anthropic's lookup matches by time and size: two parts of a round with the same size, both created and
+    neither recorded, must each find its own batch (following one twice would pay the other's requests again)."""
+    import asyncio
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from evolinstruct.batches import BatchCollector
+    from evolinstruct.models.anthropic import AnthropicBatchAPI
+    from evolinstruct.store import RunStore
+
+    store = RunStore(tmp_path / "run")
+    for uid, key in (("u1", "a" * 64), ("u2", "b" * 64)):
+        store.batch_prepare(uid, "anthropic", "m", 1, [(key, "evolve", "m", "{}")])
+        store.batch_update(uid, state="uploaded", file_id="")
+    now = dt.datetime.now(dt.UTC)
+    counts = SimpleNamespace(processing=1, succeeded=0, errored=0, canceled=0, expired=0)
+    listed = [SimpleNamespace(id=i, created_at=now, request_counts=counts) for i in ("msgbatch_B", "msgbatch_A")]
+
+    class Listing:  # newest first, as the API lists them
+        def __aiter__(self):
+            async def gen():
+                for b in listed:
+                    yield b
+            return gen()
+
+    async def listing(limit: int) -> Listing:
+        return Listing()
+
+    async def main() -> list[str]:
+        api = AnthropicBatchAPI(ModelSpec(backend="anthropic", model="m", base_url="http://127.0.0.1:9"), Transport())
+        await api.client.close()
+        api.client = SimpleNamespace(messages=SimpleNamespace(batches=SimpleNamespace(list=listing)))
+        collector = BatchCollector(api, store, poll=0.001)
+        collector._spawn = lambda coro: coro.close()  # only the lookups: nothing is polled here
+        await collector.recover()
+        return sorted(b["batch_id"] for b in store.batches())
+
+    assert asyncio.run(main()) == ["msgbatch_A", "msgbatch_B"]
+    store.close()

@@ -378,12 +378,17 @@ class BatchCollector:
         """Batches a killed run left open: poll the submitted ones (and the created-but-unrecorded ones the
         provider knows), abandon those never created. Returns how many are polled again."""
         followed = 0
+        # Provider ids the run has recorded: a batch looked up after a kill is never one of them (nor one found
+        # for another batch here), or two batches would follow one and the other's requests be paid twice.
+        taken = {b["batch_id"] for b in self.store.batches() if b["batch_id"]}
         for batch in self.store.batches(open_only=True):
             uid, batch_id = batch["id"], batch["batch_id"]
             if batch["state"] == "uploaded" and not batch_id:
                 batch_id = await self._retrying(
-                    "find", lambda b=batch: self.api.find(b["id"], b["file_id"], b["created"], b["requests"]))
+                    "find", lambda b=batch: self.api.find(b["id"], b["file_id"], b["created"], b["requests"],
+                                                          frozenset(taken)))
                 if batch_id:
+                    taken.add(batch_id)
                     self.store.batch_update(uid, state="submitted", batch_id=batch_id)
             if not batch_id:
                 self.store.batch_update(uid, state="abandoned", status="never created")

@@ -156,14 +156,16 @@ class AnthropicBatchAPI(_Client):
         batch = await self._call("create batch", self.client.messages.batches.create(requests=lines))
         return batch.id
 
-    async def find(self, uid: str, file_id: str | None, created: float, requests: int) -> str | None:
+    async def find(self, uid: str, file_id: str | None, created: float, requests: int,
+                   taken: frozenset[str] = frozenset()) -> str | None:
         """A batch created by a killed run before it recorded the id: Message Batches carry no metadata, so
-        the newest batch created since the run recorded it, with as many requests."""
+        the newest batch created since the run recorded it, with as many requests, that no other batch of the run
+        has claimed (`taken`: two same-sized parts of a round, killed before either id was recorded)."""
         seen = 0
         since = dt.datetime.fromtimestamp(created - 5, dt.UTC)
         async for batch in await self._call("list batches", self.client.messages.batches.list(limit=100)):
             c = batch.request_counts
-            if batch.created_at >= since and c.processing + c.succeeded + c.errored + c.canceled + c.expired == requests:
+            if batch.id not in taken and batch.created_at >= since and c.processing + c.succeeded + c.errored + c.canceled + c.expired == requests:
                 return batch.id
             seen += 1
             if seen >= FIND_LIMIT or batch.created_at < since:

@@ -84,12 +84,14 @@ class OpenAIBatchAPI:
             metadata={META_KEY: uid}))
         return batch.id
 
-    async def find(self, uid: str, file_id: str | None, created: float, requests: int) -> str | None:
+    async def find(self, uid: str, file_id: str | None, created: float, requests: int,
+                   taken: frozenset[str] = frozenset()) -> str | None:
         if file_id is None:
             return None  # no file, so no batch
         seen = 0
         async for batch in await self._call("list batches", self.client.batches.list(limit=100)):
-            if batch.input_file_id == file_id or (batch.metadata or {}).get(META_KEY) == uid:
+            if batch.id not in taken and (batch.input_file_id == file_id
+                                          or (batch.metadata or {}).get(META_KEY) == uid):
                 return batch.id
             seen += 1
             if seen >= FIND_LIMIT:

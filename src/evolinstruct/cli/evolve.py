@@ -70,7 +70,7 @@ def evolve(
     max_calls: Annotated[int | None, typer.Option(min=0, help="Stop cleanly after sending this many calls (resumable).")] = None,
     max_cost: Annotated[float | None, typer.Option(min=0.0, help="Stop cleanly once this many USD are spent (needs --prices).")] = None,
     prices: Annotated[Path | None, typer.Option(help='Price table JSON: {"MODEL or *": {"input": USD/1M tokens, "output": USD/1M tokens}}.')] = None,
-    batch: Annotated[str | None, typer.Option(help="Send calls in provider batch rounds at batch prices: openai (Batch API) or anthropic (Message Batches); the endpoint is --base-url. Hours per round; resumable. See docs/BATCH.md.")] = None,
+    batch: Annotated[str | None, typer.Option(help="Send calls in provider batch rounds at batch prices: openai (Batch API) or anthropic (Message Batches); the endpoint is --base-url (default: the provider's API), the backend the provider's own unless --backend says otherwise. Hours per round; resumable. See docs/BATCH.md.")] = None,
     batch_max_requests: Annotated[int | None, typer.Option(min=1, help="--batch: requests per batch at most (default: the provider's limit, 50,000 for OpenAI, 100,000 for Anthropic).")] = None,
     batch_poll: Annotated[float, typer.Option(min=0.001, help="--batch: seconds between looks at a submitted batch.")] = 60.0,
     estimate: Annotated[bool, typer.Option("--estimate", help="Print the planned calls, tokens, cost (online and batch) and time, send nothing and write nothing.")] = False,

@@ -155,6 +155,25 @@ def test_sigkill_at_each_phase_resumes_without_submitting_twice(phase: str, seed
         assert stats["batch"]["recovered_batches"] >= 1
 
 
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_a_create_whose_answer_is_lost_is_found_not_created_again(provider: str, seeds: Path, sim,
+                                                                   tmp_path: Path) -> None:
+    """The provider makes the batch but its answer never arrives (the client times out): the batch is looked up,
+    not created a second time by a retry (which would pay for every request in it twice)."""
+    server = sim("--batch-hold", "create:4")
+    env = {**ENV, "ANTHROPIC_API_KEY": "sk-ant-test-key-123456"}
+    backend = ["--backend", "anthropic", "--base-url", server.base] if provider == "anthropic" else ["--base-url", server.url]
+    common = [*CLI, "evolve", str(seeds), *backend, "--model", "sim", "--epochs", str(EPOCHS)]
+    online = subprocess.run([*common, "-o", str(tmp_path / "online")], capture_output=True, text=True, timeout=300, env=env)
+    assert online.returncode == 0, online.stderr[-3000:]
+    done = subprocess.run([*common, "-o", str(tmp_path / "batch"), "--batch", provider, "--batch-poll", "0.05",
+                           "--request-timeout", "1.5"], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert server.stats()["twice"] == [], "a batch was created twice"
+    assert (tmp_path / "batch" / "dataset.jsonl").read_bytes() == (tmp_path / "online" / "dataset.jsonl").read_bytes()
+
+
 def test_an_expired_batch_and_line_errors_resubmit_only_the_missing(seeds: Path, sim, tmp_path: Path) -> None:
     server = sim("--batch-expire", "1", "--batch-line-errors", "0.1")
     run_ok(evolve(seeds, server.url, tmp_path / "online"))

@@ -282,8 +282,7 @@ class BatchCollector:
             self.stats.submitted[call.purpose] += 1
         self.on_event(f"round {round_no}: submitting {len(calls)} {model} requests")
         try:
-            batch_id = await self._retrying(
-                "submit", lambda: self.api.submit(uid, lines, lambda fid: self.store.batch_update(uid, state="uploaded", file_id=fid)))
+            batch_id = await self._submit(uid, lines)
         except BatchTooLarge as exc:  # the halves keep their shares of the round's reservation
             await self._split(uid, model, calls, round_no, str(exc))
             return
@@ -358,6 +357,40 @@ class BatchCollector:
         self.live.pop(call.key, None)
         self._answer(call, result)
 
+    def _taken(self) -> frozenset[str]:
+        """Provider ids the run has recorded: a batch looked up (BatchAPI.find) is never one of them."""
+        return frozenset(b["batch_id"] for b in self.store.batches() if b["batch_id"])
+
+    async def _submit(self, uid: str, lines: list[dict[str, Any]]) -> str:
+        """Submit a batch, retried with backoff on transient errors. Once the batch may exist (after the upload),
+        a failed create may still have made it (its answer lost to a timeout or a reset): it is looked up before
+        another is created, so its requests are never paid twice."""
+        delay, longest = TRANSIENT_BACKOFF
+        started = time.time()
+        uploaded: list[str] = []
+
+        def on_uploaded(file_id: str) -> None:
+            uploaded.append(file_id)
+            self.store.batch_update(uid, state="uploaded", file_id=file_id)
+
+        for attempt in range(self.max_retries + 1):
+            try:
+                return await self.api.submit(uid, lines, on_uploaded)
+            except TransientBatchError as exc:
+                if uploaded:
+                    found = await self._retrying("find", lambda: self.api.find(
+                        uid, uploaded[-1] or None, started, len(lines), self._taken()))
+                    if found:
+                        log.warning("batch create failed (%s), but the batch was made: %s", exc, found)
+                        return found
+                if attempt == self.max_retries:
+                    raise FatalBackendError(f"the batch API keeps failing (submit: {exc}); every batch is recorded "
+                                            "in the run store: rerun the same command to resume") from None
+                log.warning("batch submit failed (%s); retrying in %.0fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(longest, delay * 2)
+        raise AssertionError("unreachable")
+
     async def _retrying(self, what: str, make: Callable[[], Any]) -> Any:
         """A batch API call, retried with backoff on transient errors (the batch itself is safe in the store)."""
         delay, longest = TRANSIENT_BACKOFF
@@ -380,7 +413,7 @@ class BatchCollector:
         followed = 0
         # Provider ids the run has recorded: a batch looked up after a kill is never one of them (nor one found
         # for another batch here), or two batches would follow one and the other's requests be paid twice.
-        taken = {b["batch_id"] for b in self.store.batches() if b["batch_id"]}
+        taken = set(self._taken())
         for batch in self.store.batches(open_only=True):
             uid, batch_id = batch["id"], batch["batch_id"]
             if batch["state"] == "uploaded" and not batch_id:

@@ -153,7 +153,9 @@ class AnthropicBatchAPI(_Client):
 
     async def submit(self, uid: str, lines: list[dict[str, Any]], on_uploaded: Callable[[str], None]) -> str:
         on_uploaded("")  # no file: from here on a batch may exist, and a killed run looks for it (find)
-        batch = await self._call("create batch", self.client.messages.batches.create(requests=lines))
+        # Not retried by the SDK: a create whose answer was lost may have made the batch (see openai_batch.py).
+        batch = await self._call("create batch",
+                                 self.client.with_options(max_retries=0).messages.batches.create(requests=lines))
         return batch.id
 
     async def find(self, uid: str, file_id: str | None, created: float, requests: int,

@@ -79,7 +79,9 @@ class OpenAIBatchAPI:
         data = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
         uploaded = await self._call("upload", self.client.files.create(file=(f"{uid}.jsonl", data), purpose="batch"))
         on_uploaded(uploaded.id)
-        batch = await self._call("create batch", self.client.batches.create(
+        # Not retried by the SDK: a create whose answer was lost may have made the batch, and a second create
+        # would pay for it twice; the collector looks it up (find) before it creates another.
+        batch = await self._call("create batch", self.client.with_options(max_retries=0).batches.create(
             input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h",
             metadata={META_KEY: uid}))
         return batch.id

@@ -147,6 +147,28 @@ def test_evolve_on_ray_survives_a_killed_shard_worker(ray_cluster: None, tmp_pat
         stop_sim(sim)
 
 
+
+def test_a_failed_shard_stops_the_other_shards(ray_cluster: None, tmp_path: Path) -> None:
+    """One shard fails (its RUN_DIR cannot be made): the error comes back and the other shard's task is cancelled,
+    not left writing its store on the cluster, where a rerun would run the same shard twice at once."""
+    from evolinstruct.scale.ray_run import evolve_on_ray
+
+    seeds = write_seeds(tmp_path / "seeds.jsonl", 60)
+    sim = start_sim(latency=0.2)
+    try:
+        run = tmp_path / "ray"
+        (run / "shards").mkdir(parents=True)
+        (run / "shards" / "1").write_text("not a directory")
+        with pytest.raises(Exception):  # noqa: B017, PT011 - whatever the store says about a file in its way
+            evolve_on_ray(_config(seeds, sim.url), run, 2)
+        time.sleep(1.5)  # a cancelled worker is gone within this
+        stored = stored_calls(run / "shards" / "0")
+        time.sleep(2.0)
+        assert stored_calls(run / "shards" / "0") == stored, "the other shard kept running"
+        assert stored < 60 * 5  # it was stopped before it finished
+    finally:
+        stop_sim(sim)
+
 def test_evolve_ray_cli_splits_max_calls_and_a_rerun_finishes(ray_cluster: None, tmp_path: Path) -> None:
     """`evolve --ray 2` through the CLI (in this process, so it uses the session cluster): --max-calls holds for
     the whole run (split per shard), the stopped run resumes to the unsharded run's dataset."""

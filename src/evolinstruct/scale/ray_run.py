@@ -73,22 +73,29 @@ def evolve_on_ray(config: EvolveConfig, run_dir: Path, shards: int, address: str
         task = ray.remote(max_retries=max_retries, num_cpus=cpus_per_shard)(run_shard)
         dirs = shard_dirs(run_dir, shards)
         pending = {task.remote(shard_config(config, i, shards), str(d), command): i for i, d in enumerate(dirs)}
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1, timeout=tick if on_tick else None)
-            if on_tick is not None:
-                on_tick(dirs)
-            if not done:
-                continue
-            index = pending.pop(done[0])
-            try:
-                stats = ray.get(done[0])
-            except ray.exceptions.RayTaskError as exc:  # a shard's own error (a bad key, a full disk): its one line
-                cause = getattr(exc, "cause", None)
-                if isinstance(cause, Exception):
-                    raise cause from None
-                raise
-            if on_shard is not None:
-                on_shard(index, stats)
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=tick if on_tick else None)
+                if on_tick is not None:
+                    on_tick(dirs)
+                if not done:
+                    continue
+                index = pending.pop(done[0])
+                try:
+                    stats = ray.get(done[0])
+                except ray.exceptions.RayTaskError as exc:  # a shard's own error (a bad key, a full disk): its one line
+                    cause = getattr(exc, "cause", None)
+                    if isinstance(cause, Exception):
+                        raise cause from None
+                    raise
+                if on_shard is not None:
+                    on_shard(index, stats)
+        except BaseException:
+            # A shard failed (or Ctrl-C): stop the others. On a cluster this process did not start they would
+            # go on writing their stores, and a rerun would run the same shard twice at once (calls sent twice).
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
         if on_tick is not None:
             on_tick(dirs)  # the last state: every shard done
         phases["shards"] = time.perf_counter() - clock - phases["ray_start"]

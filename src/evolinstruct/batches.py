@@ -28,7 +28,7 @@ import logging
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -365,7 +365,6 @@ class BatchCollector:
         """Submit a batch, retried with backoff on transient errors. Once the batch may exist (after the upload),
         a failed create may still have made it (its answer lost to a timeout or a reset): it is looked up before
         another is created, so its requests are never paid twice."""
-        delay, longest = TRANSIENT_BACKOFF
         started = time.time()
         uploaded: list[str] = []
 
@@ -373,31 +372,26 @@ class BatchCollector:
             uploaded.append(file_id)
             self.store.batch_update(uid, state="uploaded", file_id=file_id)
 
-        for attempt in range(self.max_retries + 1):
-            try:
-                return await self.api.submit(uid, lines, on_uploaded)
-            except TransientBatchError as exc:
-                if uploaded:
-                    found = await self._retrying("find", lambda: self.api.find(
-                        uid, uploaded[-1] or None, started, len(lines), self._taken()))
-                    if found:
-                        log.warning("batch create failed (%s), but the batch was made: %s", exc, found)
-                        return found
-                if attempt == self.max_retries:
-                    raise FatalBackendError(f"the batch API keeps failing (submit: {exc}); every batch is recorded "
-                                            "in the run store: rerun the same command to resume") from None
-                log.warning("batch submit failed (%s); retrying in %.0fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(longest, delay * 2)
-        raise AssertionError("unreachable")
+        async def made() -> str | None:
+            if not uploaded:
+                return None
+            return await self._retrying("find", lambda: self.api.find(
+                uid, uploaded[-1] or None, started, len(lines), self._taken()))
 
-    async def _retrying(self, what: str, make: Callable[[], Any]) -> Any:
-        """A batch API call, retried with backoff on transient errors (the batch itself is safe in the store)."""
+        return await self._retrying("submit", lambda: self.api.submit(uid, lines, on_uploaded), made)
+
+    async def _retrying(self, what: str, make: Callable[[], Any],
+                        done: Callable[[], Awaitable[Any]] | None = None) -> Any:
+        """A batch API call, retried with backoff on transient errors (the batch itself is safe in the store).
+        `done()`: after a transient error, the call's result if it took effect anyway (else None: retry)."""
         delay, longest = TRANSIENT_BACKOFF
         for attempt in range(self.max_retries + 1):
             try:
                 return await make()
             except TransientBatchError as exc:
+                if done is not None and (result := await done()) is not None:
+                    log.warning("batch %s failed (%s), but it took effect: %s", what, exc, result)
+                    return result
                 if attempt == self.max_retries:
                     raise FatalBackendError(f"the batch API keeps failing ({what}: {exc}); every batch is recorded "
                                             "in the run store: rerun the same command to resume") from None

@@ -107,3 +107,16 @@ def test_code_is_not_read_as_a_language_and_short_texts_are_never_judged():
 def test_a_bad_mode_is_refused():
     with pytest.raises(ValueError, match="language-guard"):
         Algorithm(language_guard="maybe")
+
+
+def test_an_english_seed_with_unfenced_code_is_not_guarded_by_a_low_confidence_guess():
+    # Code Alpaca style: English instruction, raw code as input. The lite model reads it as Spanish or
+    # Norwegian at ~0.3-0.5; guarding on such a guess would eliminate every (English) evolution of it.
+    seed = ("Debug the following code to make it run without errors.\n"
+            "def my_func(p1, p2):\n    return p1 - p2\n    \nprint(my_func(4, 2))")
+    guard, meta = LanguageGuard("auto"), {}
+    guard.seed("r", seed, meta)
+    assert "language" not in meta
+    evolution = ("Debug the following code so that it runs without errors, and add a docstring and type hints "
+                 "to the function.\ndef my_func(p1, p2):\n    return p1 - p2\n\nprint(my_func(4, 2))")
+    assert guard.check("r", evolution, "instruction") is None

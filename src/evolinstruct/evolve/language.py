@@ -12,7 +12,8 @@ confidence as evidence.
   every seed, English ones too; `off` never detects.
 - Under `auto` an English seed costs no detector call: an ASCII-only text whose words are at least a quarter
   English stop words is taken as English outright; any other seed is detected once.
-- Too little text to tell (under MIN_LETTERS letters), or a detection below MIN_CONFIDENCE, never eliminates.
+- Too little text to tell (under MIN_LETTERS letters), or a detection below MIN_CONFIDENCE, never eliminates;
+  a seed whose own language is detected below MIN_CONFIDENCE (raw code, a mixed prompt) is not guarded.
 - A guarded seed's row carries `"language": {"lang", "confidence"}`.
 """
 
@@ -103,6 +104,8 @@ class LanguageGuard:
         if found is None:
             return
         lang, confidence = found
+        if confidence < MIN_CONFIDENCE:  # a guess (code read as Spanish...) would eliminate every evolution
+            return
         if self.mode == "auto" and lang == ENGLISH:
             return
         self._langs[root_id] = lang

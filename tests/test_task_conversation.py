@@ -270,3 +270,21 @@ def test_the_cli_evolves_exports_and_resumes_conversations(tmp_path, sim_url):
     assert again.returncode == 0
     assert json.loads((tmp_path / "run" / "stats.json").read_text())["llm_calls"] == 0
     assert read(tmp_path / "run") == rows
+
+
+def test_an_alpaca_export_of_conversations_says_it_drops_the_earlier_turns(tmp_path, caplog):
+    from evolinstruct.evolve.export import export
+
+    run = tmp_path / "run"
+    run.mkdir()
+    history = [{"role": "user", "content": "How do I brew green tea?"}, {"role": "assistant", "content": "At 80 C."}]
+    rows = [{"instruction": "Why not boiling water?", "input": "", "output": "It burns the leaves.", "history": history},
+            {"instruction": "Name a tea.", "input": "", "output": "Sencha.", "history": []}]
+    (run / "dataset.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    with caplog.at_level("WARNING"):
+        assert export(run, "alpaca", tmp_path / "a.jsonl") == 2
+    assert "1 of 2 rows" in caplog.text and "sharegpt" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        export(run, "sharegpt", tmp_path / "s.jsonl")
+    assert caplog.text == ""

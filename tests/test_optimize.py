@@ -323,3 +323,16 @@ def test_max_cost_stops_cleanly(tmp_path, scripted):
     assert stats["stopped_by"] == "max_cost" and stats["steps_done"] == 0 and "holdout" not in stats
     assert 0 < script.count() == stats["llm_calls"] < 20
     assert (tmp_path / "opt" / "method.json").exists()  # still the initial method, usable
+
+
+def test_max_cost_holds_for_the_holdout_runs_too(tmp_path, scripted):
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"*": {"input": 1000.0, "output": 1000.0}}))
+    many = write_seeds(tmp_path / "many.jsonl", [f"Write about {t} in {n} lines." for t in TOPICS for n in (1, 2)])
+    free = config(many, holdout=6, max_cost=1e9, prices=str(prices))
+    scripted(*World(free, {}).rules())
+    full = run_optimize(free, tmp_path / "full")
+    assert full["holdout"]["final"]["calls"] > 0 and full["cost_usd"] > 0
+    # Enough for the loop and a little more: the holdout must stop at the budget, not run on past it.
+    cut = run_optimize(config(many, holdout=6, max_cost=full["cost_usd"] + 0.05, prices=str(prices)), tmp_path / "cut")
+    assert cut["steps_done"] == 1 and cut["holdout"]["stopped_by"] == "max_cost"

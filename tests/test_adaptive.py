@@ -191,3 +191,24 @@ def test_a_killed_adaptive_run_resumes_to_the_uninterrupted_dataset(tmp_path, si
     assert stats["op_weights"] == reference["op_weights"]
     weights = stats["op_weights"]["adaptive"]
     assert weights["add_constraints"] < weights["deepening"] and weights["concretizing"] < weights["mutation"]
+
+
+def test_a_refused_floor_leaves_no_bound_run_so_the_corrected_command_runs(tmp_path, scripted):
+    scripted()
+    path = seeds(tmp_path, 4)
+    with pytest.raises(ValueError, match="op-floor"):
+        run_evolve(replace(config(path), algorithm=Algorithm(pilot=2, op_floor=0.5)), tmp_path / "run")
+    stats = run_evolve(config(path, pilot=2), tmp_path / "run")  # not "a run with a different config"
+    assert stats["op_weights"]["pilot_seeds"] == 2
+
+
+def test_pilot_or_floor_without_adaptive_weights_is_refused_not_ignored(tmp_path):
+    from typer.testing import CliRunner
+
+    from evolinstruct.cli import app
+
+    path = seeds(tmp_path, 4)
+    for extra in (["--pilot", "5"], ["--op-floor", "0.1"]):
+        result = CliRunner().invoke(app, ["evolve", path, "-o", str(tmp_path / "run"), "--estimate", *extra])
+        assert result.exit_code != 0 and "--op-weights adaptive" in result.output, result.output
+    assert not (tmp_path / "run").exists()

@@ -336,3 +336,17 @@ def test_max_cost_holds_for_the_holdout_runs_too(tmp_path, scripted):
     # Enough for the loop and a little more: the holdout must stop at the budget, not run on past it.
     cut = run_optimize(config(many, holdout=6, max_cost=full["cost_usd"] + 0.05, prices=str(prices)), tmp_path / "cut")
     assert cut["steps_done"] == 1 and cut["holdout"]["stopped_by"] == "max_cost"
+
+
+def test_report_of_an_optimization_stopped_before_its_first_step_says_so(tmp_path, scripted):
+    from typer.testing import CliRunner
+
+    from evolinstruct.cli import app
+
+    cfg = config(seeds_file(tmp_path), max_calls=3)
+    scripted(*World(cfg, {}).rules())
+    assert run_optimize(cfg, tmp_path / "opt")["steps_done"] == 0
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "opt"), "-o", str(tmp_path / "r.html")])
+    # not an empty run report of "0 records": the OPT_DIR is known as one, and no step has finished
+    assert result.exit_code != 0 and "history.jsonl" in result.output, result.output
+    assert not (tmp_path / "r.html").exists()

@@ -205,7 +205,8 @@ def build_optimize_report(opt_dir: str | Path, out: str | Path) -> dict[str, Any
     opt_dir = Path(opt_dir)
     check_output_file(out)
     if not (opt_dir / HISTORY).is_file():
-        raise ReportError(f"{opt_dir}: no {HISTORY}; run `evolinstruct optimize SEEDS -o {opt_dir}` first")
+        raise ReportError(f"{opt_dir}: no {HISTORY}: no step has finished; run `evolinstruct optimize SEEDS -o "
+                          f"{opt_dir}` (the same command resumes a stopped one)")
     try:
         history = list(read_jsonl(opt_dir / HISTORY))
         stats_path = opt_dir / STATS

@@ -18,6 +18,7 @@ from evolinstruct.evolve.templates import load_templates
 from evolinstruct.models.base import ModelSpec, Transport
 from evolinstruct.seeds import SeedColumns, SeedError, read_seeds
 from evolinstruct.train.data import read_examples
+from runhelpers import simserver
 from scripted import on
 
 SCRIPTED = ModelSpec(backend="scripted", model="s")
@@ -223,25 +224,8 @@ def test_the_report_shows_conversations_turn_by_turn_and_the_adaptive_weights(tm
 @pytest.fixture(scope="module")
 def sim_url(tmp_path_factory: pytest.TempPathFactory):
     """bench/simserver.py on a free loopback port (deterministic answers, 20 ms latency)."""
-    import os
-    import select
-    import signal
-    import subprocess
-    import sys
-
-    log = tmp_path_factory.mktemp("sim") / "simserver.log"
-    root = Path(__file__).resolve().parents[1]
-    with open(log, "wb") as err:
-        proc = subprocess.Popen([sys.executable, str(root / "bench" / "simserver.py"), "--port", "0",
-                                 "--latency-mean", "0.02"], stdout=subprocess.PIPE, stderr=err, start_new_session=True)
-    try:
-        ready, _, _ = select.select([proc.stdout], [], [], 30)
-        line = proc.stdout.readline().decode() if ready else ""
-        assert line.startswith("listening on "), (line, log.read_text(errors="replace"))
-        yield line.split("listening on ", 1)[1].strip() + "/v1"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+    with simserver(tmp_path_factory.mktemp("sim"), "--latency-mean", "0.02") as url:
+        yield url
 
 
 def test_the_cli_evolves_exports_and_resumes_conversations(tmp_path, sim_url):

@@ -336,6 +336,7 @@ def test_max_cost_holds_for_the_holdout_runs_too(tmp_path, scripted):
     # Enough for the loop and a little more: the holdout must stop at the budget, not run on past it.
     cut = run_optimize(config(many, holdout=6, max_cost=full["cost_usd"] + 0.05, prices=str(prices)), tmp_path / "cut")
     assert cut["steps_done"] == 1 and cut["holdout"]["stopped_by"] == "max_cost"
+    assert cut["stopped_by"] == "max_cost"  # not a finished optimization: the CLI says so and exits 3
 
 
 def test_report_of_an_optimization_stopped_before_its_first_step_says_so(tmp_path, scripted):

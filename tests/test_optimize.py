@@ -351,3 +351,14 @@ def test_report_of_an_optimization_stopped_before_its_first_step_says_so(tmp_pat
     # not an empty run report of "0 records": the OPT_DIR is known as one, and no step has finished
     assert result.exit_code != 0 and "history.jsonl" in result.output, result.output
     assert not (tmp_path / "r.html").exists()
+
+
+def test_an_unchanged_method_is_not_evolved_twice_on_the_holdout(tmp_path, scripted):
+    cfg = config(seeds_file(tmp_path), holdout=3)
+    script = scripted(*World(cfg, {}).rules())  # no candidate carries a block: the final method is the initial
+    stats = run_optimize(cfg, tmp_path / "opt")
+    hold = stats["holdout"]
+    assert not stats["final_method_changed"] and hold["final"] == hold["initial"] and hold["initial"]["evolutions"] == 3
+    assert hold["final_is_initial"] is True
+    # the same prompts, seeds and sampling would be the same run: sent once (loop + one side), not twice
+    assert script.count() == stats["llm_calls"] + hold["initial"]["calls"]

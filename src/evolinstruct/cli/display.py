@@ -350,7 +350,8 @@ def optimize_event(event: dict[str, Any]) -> str:
 def holdout_table(holdout: dict[str, Any]) -> Table:
     """The held-out seeds evolved with the initial and the final method, side by side."""
     initial, final = holdout.get("initial") or {}, holdout.get("final") or {}
-    table = Table(title=f"holdout: {holdout['seeds']} seeds x {holdout['epochs']} epoch(s)", title_justify="left")
+    same = " (the final method is the initial one: one run)" if holdout.get("final_is_initial") else ""
+    table = Table(title=f"holdout: {holdout['seeds']} seeds x {holdout['epochs']} epoch(s){same}", title_justify="left")
     table.add_column("")
     table.add_column("initial method", justify="right")
     table.add_column("final method", justify="right")

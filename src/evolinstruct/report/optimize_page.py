@@ -158,7 +158,8 @@ def holdout_table(holdout: dict[str, Any]) -> str:
              ("calls per kept evolution", str(init.get("calls_per_kept") or "-"), str(final.get("calls_per_kept") or "-"))]
     body = "".join(f"<tr><td>{a}</td><td>{b}</td><td>{c}</td></tr>" for a, b, c in rows)
     return (f"<p class=\"lead\">{holdout['seeds']} held-out seeds x {holdout['epochs']} epoch(s), every elimination rule on "
-            f"(OPT_DIR/holdout/initial and final are evolve runs with their own report).</p>"
+            f"(OPT_DIR/holdout/initial and final are evolve runs with their own report"
+            f"{'; the final method is the initial one, so its side is the initial run' if holdout.get('final_is_initial') else ''}).</p>"
             f"<table><thead><tr><th></th><th>initial method</th><th>final method</th></tr></thead><tbody>{body}</tbody></table>")
 
 

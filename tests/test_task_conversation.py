@@ -272,3 +272,27 @@ def test_an_alpaca_export_of_conversations_says_it_drops_the_earlier_turns(tmp_p
     with caplog.at_level("WARNING"):
         export(run, "sharegpt", tmp_path / "s.jsonl")
     assert caplog.text == ""
+
+
+@pytest.mark.parametrize("turn", [
+    "Take a moment to evaluate and critique your own response.",
+    "Now, do the same task again but only use four-word sentences.",
+    "Write a concrete plan for your second example. Include budget estimates.",
+    "Provide a detailed plan for an election campaign using the first example.",
+    "How about finding the top-2 most frequent items?",
+    "What about |x + 10| < 5",
+])
+def test_a_human_follow_up_that_refers_back_without_sharing_a_word_is_a_follow_up(turn):
+    # MT-Bench's second turns are follow-ups by definition; these refer back by "your own response",
+    # "the same task", "the first example", "how about"... with no content word of the first turn.
+    conversation = [{"role": "user", "content": "Name three rivers of Europe."},
+                    {"role": "assistant", "content": "The Danube, the Rhine and the Loire."}]
+    verdict, _evidence = not_a_follow_up(turn, conversation)
+    assert verdict is None, turn
+
+
+def test_a_new_unrelated_request_is_still_not_a_follow_up():
+    conversation = [{"role": "user", "content": "Name three rivers of Europe."},
+                    {"role": "assistant", "content": "The Danube, the Rhine and the Loire."}]
+    for turn in ("Write a poem about autumn leaves.", "Explain how a compiler parses code."):
+        assert not_a_follow_up(turn, conversation)[0] is not None, turn

@@ -14,6 +14,7 @@ from evolinstruct.evolve.adaptive import PILOT_INCOMPLETE, adaptive_weights, sur
 from evolinstruct.evolve.config import Algorithm, BudgetConfig, EvolveConfig, Roles, SamplingConfig, Source
 from evolinstruct.evolve.run import run_evolve
 from evolinstruct.models.base import ModelSpec, Result, Transport
+from runhelpers import simserver
 from scripted import write_seeds
 
 SCRIPTED = ModelSpec(backend="scripted", model="s")
@@ -134,32 +135,13 @@ def test_adaptive_settings_bind_the_run_and_bad_ones_are_refused(tmp_path, scrip
 
 
 # ------------------------------------------------------------------ through the CLI, killed and resumed
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def sim_url(tmp_path_factory: pytest.TempPathFactory):
     """bench/simserver.py with per-operation elimination (add_constraints and concretizing mostly fail)."""
-    import os
-    import select
-    import signal
-    import subprocess
-    import sys
-
-    log = tmp_path_factory.mktemp("sim") / "simserver.log"
-    with open(log, "wb") as err:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "simserver.py"), "--port", "0",
-                                 "--latency-mean", "0.05", "--slots", "16",
-                                 "--op-elim", "add_constraints=0.9,concretizing=0.9"],
-                                stdout=subprocess.PIPE, stderr=err, start_new_session=True)
-    try:
-        ready, _, _ = select.select([proc.stdout], [], [], 30)
-        line = proc.stdout.readline().decode() if ready else ""
-        assert line.startswith("listening on "), (line, log.read_text(errors="replace"))
-        yield line.split("listening on ", 1)[1].strip() + "/v1"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+    with simserver(tmp_path_factory.mktemp("sim"), "--latency-mean", "0.05", "--slots", "16", "--op-elim", "add_constraints=0.9,concretizing=0.9") as url:
+        yield url
 
 
 def test_a_killed_adaptive_run_resumes_to_the_uninterrupted_dataset(tmp_path, sim_url):
@@ -191,3 +173,24 @@ def test_a_killed_adaptive_run_resumes_to_the_uninterrupted_dataset(tmp_path, si
     assert stats["op_weights"] == reference["op_weights"]
     weights = stats["op_weights"]["adaptive"]
     assert weights["add_constraints"] < weights["deepening"] and weights["concretizing"] < weights["mutation"]
+
+
+def test_a_refused_floor_leaves_no_bound_run_so_the_corrected_command_runs(tmp_path, scripted):
+    scripted()
+    path = seeds(tmp_path, 4)
+    with pytest.raises(ValueError, match="op-floor"):
+        run_evolve(replace(config(path), algorithm=Algorithm(pilot=2, op_floor=0.5)), tmp_path / "run")
+    stats = run_evolve(config(path, pilot=2), tmp_path / "run")  # not "a run with a different config"
+    assert stats["op_weights"]["pilot_seeds"] == 2
+
+
+def test_pilot_or_floor_without_adaptive_weights_is_refused_not_ignored(tmp_path):
+    from typer.testing import CliRunner
+
+    from evolinstruct.cli import app
+
+    path = seeds(tmp_path, 4)
+    for extra in (["--pilot", "5"], ["--op-floor", "0.1"]):
+        result = CliRunner().invoke(app, ["evolve", path, "-o", str(tmp_path / "run"), "--estimate", *extra])
+        assert result.exit_code != 0 and "--op-weights adaptive" in result.output, result.output
+    assert not (tmp_path / "run").exists()

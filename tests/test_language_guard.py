@@ -107,3 +107,34 @@ def test_code_is_not_read_as_a_language_and_short_texts_are_never_judged():
 def test_a_bad_mode_is_refused():
     with pytest.raises(ValueError, match="language-guard"):
         Algorithm(language_guard="maybe")
+
+
+def test_an_english_seed_with_unfenced_code_is_not_guarded_by_a_low_confidence_guess():
+    # Code Alpaca style: English instruction, raw code as input. The lite model reads it as Spanish or
+    # Norwegian at ~0.3-0.5; guarding on such a guess would eliminate every (English) evolution of it.
+    seed = ("Debug the following code to make it run without errors.\n"
+            "def my_func(p1, p2):\n    return p1 - p2\n    \nprint(my_func(4, 2))")
+    guard, meta = LanguageGuard("auto"), {}
+    guard.seed("r", seed, meta)
+    assert "language" not in meta
+    evolution = ("Debug the following code so that it runs without errors, and add a docstring and type hints "
+                 "to the function.\ndef my_func(p1, p2):\n    return p1 - p2\n\nprint(my_func(4, 2))")
+    assert guard.check("r", evolution, "instruction") is None
+
+
+def test_an_english_translation_seed_is_not_guarded_by_the_text_it_quotes_or_gives_as_input(tmp_path, scripted):
+    # Alpaca has a few hundred of these; guarded as French or German, every English evolution of them
+    # (and their English answers) would be eliminated.
+    rows = [{"instruction": 'Translate "Ich bin ein Berliner, sagte er damals" into English.', "input": ""},
+            {"instruction": "Translate this sentence from French to English.",
+             "input": "J'aime faire de la randonnée dans les montagnes avec mes amis le dimanche."},
+            {"instruction": FRENCH[0], "input": ""}]
+    seeds = tmp_path / "tr.jsonl"
+    seeds.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    scripted((on("evolve"), ENGLISH_EVOLUTION))
+    run_evolve(config(str(seeds)), tmp_path / "run")
+    rows_out = read(tmp_path / "run", "dataset.jsonl") + read(tmp_path / "run", "eliminated.jsonl")
+    langs = {r["instruction"][:20]: (r.get("language") or {}).get("lang") for r in rows_out if r["epoch"] == 0}
+    assert langs == {'Translate "Ich bin e': None, "Translate this sente": None, FRENCH[0][:20]: "fr"}
+    gone = read(tmp_path / "run", "eliminated.jsonl")
+    assert [r["reason"] for r in gone] == [LANGUAGE_CHANGED]  # only the French seed's English evolution

@@ -323,3 +323,42 @@ def test_max_cost_stops_cleanly(tmp_path, scripted):
     assert stats["stopped_by"] == "max_cost" and stats["steps_done"] == 0 and "holdout" not in stats
     assert 0 < script.count() == stats["llm_calls"] < 20
     assert (tmp_path / "opt" / "method.json").exists()  # still the initial method, usable
+
+
+def test_max_cost_holds_for_the_holdout_runs_too(tmp_path, scripted):
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"*": {"input": 1000.0, "output": 1000.0}}))
+    many = write_seeds(tmp_path / "many.jsonl", [f"Write about {t} in {n} lines." for t in TOPICS for n in (1, 2)])
+    free = config(many, holdout=6, max_cost=1e9, prices=str(prices))
+    scripted(*World(free, {}).rules())
+    full = run_optimize(free, tmp_path / "full")
+    assert full["holdout"]["final"]["calls"] > 0 and full["cost_usd"] > 0
+    # Enough for the loop and a little more: the holdout must stop at the budget, not run on past it.
+    cut = run_optimize(config(many, holdout=6, max_cost=full["cost_usd"] + 0.05, prices=str(prices)), tmp_path / "cut")
+    assert cut["steps_done"] == 1 and cut["holdout"]["stopped_by"] == "max_cost"
+    assert cut["stopped_by"] == "max_cost"  # not a finished optimization: the CLI says so and exits 3
+
+
+def test_report_of_an_optimization_stopped_before_its_first_step_says_so(tmp_path, scripted):
+    from typer.testing import CliRunner
+
+    from evolinstruct.cli import app
+
+    cfg = config(seeds_file(tmp_path), max_calls=3)
+    scripted(*World(cfg, {}).rules())
+    assert run_optimize(cfg, tmp_path / "opt")["steps_done"] == 0
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "opt"), "-o", str(tmp_path / "r.html")])
+    # not an empty run report of "0 records": the OPT_DIR is known as one, and no step has finished
+    assert result.exit_code != 0 and "history.jsonl" in result.output, result.output
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_an_unchanged_method_is_not_evolved_twice_on_the_holdout(tmp_path, scripted):
+    cfg = config(seeds_file(tmp_path), holdout=3)
+    script = scripted(*World(cfg, {}).rules())  # no candidate carries a block: the final method is the initial
+    stats = run_optimize(cfg, tmp_path / "opt")
+    hold = stats["holdout"]
+    assert not stats["final_method_changed"] and hold["final"] == hold["initial"] and hold["initial"]["evolutions"] == 3
+    assert hold["final_is_initial"] is True
+    # the same prompts, seeds and sampling would be the same run: sent once (loop + one side), not twice
+    assert script.count() == stats["llm_calls"] + hold["initial"]["calls"]

@@ -4,11 +4,7 @@ the learned method; and a SIGKILL mid-step against bench/simserver.py, resumed. 
 from __future__ import annotations
 
 import json
-import os
-import select
-import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,10 +13,9 @@ import pytest
 from evolinstruct.evolve.config import Algorithm, EvolveConfig, SamplingConfig, Source
 from evolinstruct.evolve.run import run_evolve
 from evolinstruct.optimize import METHOD_OP, OptimizeConfig, load_prompts, run_optimize
-from runhelpers import CLI, EXAMPLES, kill_after, stored_calls
+from runhelpers import CLI, EXAMPLES, kill_after, simserver, stored_calls
 
 pytestmark = pytest.mark.slow
-SIMSERVER = Path(__file__).resolve().parents[1] / "bench" / "simserver.py"
 
 
 def test_embedded_model_full_loop_then_evolve_with_the_method(tmp_path):
@@ -56,19 +51,8 @@ def test_embedded_model_full_loop_then_evolve_with_the_method(tmp_path):
 
 @pytest.fixture(scope="module")
 def sim_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    log = tmp_path_factory.mktemp("sim") / "simserver.log"
-    with open(log, "wb") as err:
-        proc = subprocess.Popen([sys.executable, str(SIMSERVER), "--port", "0", "--latency-mean", "0.05"],
-                                stdout=subprocess.PIPE, stderr=err, start_new_session=True)
-    try:
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], 30)
-        line = proc.stdout.readline().decode() if ready else ""
-        assert line.startswith("listening on "), (line, log.read_text(errors="replace"))
-        yield line.split("listening on ", 1)[1].strip() + "/v1"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+    with simserver(tmp_path_factory.mktemp("sim"), "--latency-mean", "0.05") as url:
+        yield url
 
 
 def _cmd(url: str, out: Path) -> list[str]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import shlex
 import shutil
 import signal
@@ -41,10 +40,9 @@ from evolinstruct.report.data import RunData
 from evolinstruct.rundir import OutputError, write_atomic_lines, write_json, write_text
 from evolinstruct.store import RunStore, StoreError
 from evolinstruct.train.trainer import TRAIN_CONFIG, TrainError, TrainOptions, check_out_dir
-from runhelpers import CLI, EXAMPLES, stored_calls
+from runhelpers import CLI, EXAMPLES, simserver, stored_calls
 
 ROOT = Path(__file__).resolve().parents[1]
-SIMSERVER = ROOT / "bench" / "simserver.py"
 IS_ROOT = os.geteuid() == 0
 ENV = {**os.environ, "COLUMNS": "250"}  # rich wraps at 80 columns off a terminal; keep each message on its line
 
@@ -70,19 +68,8 @@ def _invoke(*args: str):
 @pytest.fixture(scope="module")
 def sim_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """bench/simserver.py on a free loopback port, 0.2 s mean latency: runs last a few seconds."""
-    log = tmp_path_factory.mktemp("sim") / "simserver.log"
-    with open(log, "wb") as err:
-        proc = subprocess.Popen([sys.executable, str(SIMSERVER), "--port", "0", "--latency-mean", "0.2"],
-                                stdout=subprocess.PIPE, stderr=err, start_new_session=True)
-    try:
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], 30)
-        line = proc.stdout.readline().decode() if ready else ""
-        assert line.startswith("listening on "), (line, log.read_text(errors="replace"))
-        yield line.split("listening on ", 1)[1].strip() + "/v1"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+    with simserver(tmp_path_factory.mktemp("sim"), "--latency-mean", "0.2") as url:
+        yield url
 
 
 def _evolve_cmd(url: str, run_dir: Path | str) -> list[str]:

@@ -18,6 +18,7 @@ from evolinstruct.evolve.templates import load_templates
 from evolinstruct.models.base import ModelSpec, Transport
 from evolinstruct.seeds import SeedColumns, SeedError, read_seeds
 from evolinstruct.train.data import read_examples
+from runhelpers import simserver
 from scripted import on
 
 SCRIPTED = ModelSpec(backend="scripted", model="s")
@@ -223,25 +224,8 @@ def test_the_report_shows_conversations_turn_by_turn_and_the_adaptive_weights(tm
 @pytest.fixture(scope="module")
 def sim_url(tmp_path_factory: pytest.TempPathFactory):
     """bench/simserver.py on a free loopback port (deterministic answers, 20 ms latency)."""
-    import os
-    import select
-    import signal
-    import subprocess
-    import sys
-
-    log = tmp_path_factory.mktemp("sim") / "simserver.log"
-    root = Path(__file__).resolve().parents[1]
-    with open(log, "wb") as err:
-        proc = subprocess.Popen([sys.executable, str(root / "bench" / "simserver.py"), "--port", "0",
-                                 "--latency-mean", "0.02"], stdout=subprocess.PIPE, stderr=err, start_new_session=True)
-    try:
-        ready, _, _ = select.select([proc.stdout], [], [], 30)
-        line = proc.stdout.readline().decode() if ready else ""
-        assert line.startswith("listening on "), (line, log.read_text(errors="replace"))
-        yield line.split("listening on ", 1)[1].strip() + "/v1"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+    with simserver(tmp_path_factory.mktemp("sim"), "--latency-mean", "0.02") as url:
+        yield url
 
 
 def test_the_cli_evolves_exports_and_resumes_conversations(tmp_path, sim_url):
@@ -270,3 +254,45 @@ def test_the_cli_evolves_exports_and_resumes_conversations(tmp_path, sim_url):
     assert again.returncode == 0
     assert json.loads((tmp_path / "run" / "stats.json").read_text())["llm_calls"] == 0
     assert read(tmp_path / "run") == rows
+
+
+def test_an_alpaca_export_of_conversations_says_it_drops_the_earlier_turns(tmp_path, caplog):
+    from evolinstruct.evolve.export import export
+
+    run = tmp_path / "run"
+    run.mkdir()
+    history = [{"role": "user", "content": "How do I brew green tea?"}, {"role": "assistant", "content": "At 80 C."}]
+    rows = [{"instruction": "Why not boiling water?", "input": "", "output": "It burns the leaves.", "history": history},
+            {"instruction": "Name a tea.", "input": "", "output": "Sencha.", "history": []}]
+    (run / "dataset.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    with caplog.at_level("WARNING"):
+        assert export(run, "alpaca", tmp_path / "a.jsonl") == 2
+    assert "1 of 2 rows" in caplog.text and "sharegpt" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        export(run, "sharegpt", tmp_path / "s.jsonl")
+    assert caplog.text == ""
+
+
+@pytest.mark.parametrize("turn", [
+    "Take a moment to evaluate and critique your own response.",
+    "Now, do the same task again but only use four-word sentences.",
+    "Write a concrete plan for your second example. Include budget estimates.",
+    "Provide a detailed plan for an election campaign using the first example.",
+    "How about finding the top-2 most frequent items?",
+    "What about |x + 10| < 5",
+])
+def test_a_human_follow_up_that_refers_back_without_sharing_a_word_is_a_follow_up(turn):
+    # MT-Bench's second turns are follow-ups by definition; these refer back by "your own response",
+    # "the same task", "the first example", "how about"... with no content word of the first turn.
+    conversation = [{"role": "user", "content": "Name three rivers of Europe."},
+                    {"role": "assistant", "content": "The Danube, the Rhine and the Loire."}]
+    verdict, _evidence = not_a_follow_up(turn, conversation)
+    assert verdict is None, turn
+
+
+def test_a_new_unrelated_request_is_still_not_a_follow_up():
+    conversation = [{"role": "user", "content": "Name three rivers of Europe."},
+                    {"role": "assistant", "content": "The Danube, the Rhine and the Loire."}]
+    for turn in ("Write a poem about autumn leaves.", "Explain how a compiler parses code."):
+        assert not_a_follow_up(turn, conversation)[0] is not None, turn

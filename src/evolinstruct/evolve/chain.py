@@ -154,7 +154,7 @@ class Chain:
             id=root_id, root_id=root_id, parent_id=None, epoch=0, op="seed",
             instruction=seed.instruction, input=seed.input, meta={"source": seed.source}, history=seed.history,
         )
-        self.language.seed(root_id, root.prompt(self.separator), root.meta)
+        self.language.seed(root_id, root.instruction, root.meta, whole=root.prompt(self.separator))
         weights = self.weights_for(seed.index) if self.weights_for else self.weights
         # Speculative: epoch 1 evolves the seed's instruction while the seed is answered (it needs no answer).
         first = _started(self._evolve_once(root, 1, weights)) if self.speculative else None

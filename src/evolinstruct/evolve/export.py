@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from ..records import join_input
 from ..rundir import RunDir, check_output_file, make_output_dir, read_jsonl, write_atomic_lines
 
 EXPORT_FORMATS = ("alpaca", "sharegpt", "openai")
+log = logging.getLogger(__name__)
 
 
 def _prompt(row: dict[str, Any]) -> str:
@@ -59,4 +61,16 @@ def export(run_dir: str | Path, fmt: str, out: str | Path) -> int:
     out = check_output_file(out)
 
     make_output_dir(out.parent)
-    return write_atomic_lines(out, convert(read_jsonl(source), fmt))
+    multi_turn = 0
+
+    def rows() -> Iterator[dict[str, Any]]:
+        nonlocal multi_turn
+        for row in read_jsonl(source):
+            multi_turn += bool(row.get("history"))
+            yield row
+
+    n = write_atomic_lines(out, convert(rows(), fmt))
+    if fmt == "alpaca" and multi_turn:  # Alpaca has no turns: say so rather than drop the context silently
+        log.warning("%d of %d rows are conversations: -f alpaca keeps only their last turn; -f sharegpt or "
+                    "-f openai keeps every turn", multi_turn, n)
+    return n

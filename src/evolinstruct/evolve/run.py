@@ -26,7 +26,7 @@ from ..rundir import write_stats
 from ..seeds import SeedColumns, SeedReadStats, read_seeds
 from ..slots import PrioritySlots
 from ..store import RunStore
-from .adaptive import PILOT_INCOMPLETE, AdaptiveWeights, pilot_seeds
+from .adaptive import PILOT_INCOMPLETE, AdaptiveWeights, pilot_seeds, shares, with_floor
 from .chain import Chain, Progress, RoleCalls
 from .config import EvolveConfig
 from .estimate import Estimate, estimate_evolve, with_estimate
@@ -82,6 +82,8 @@ async def _evolve_async(
     # The task's default weights apply to its own template set only (another set has other operations).
     weights = parse_weights(config.algorithm.op_weights or (task.op_weights if templates.name == task.templates else None),
                             templates)
+    if config.algorithm.pilot is not None:  # a floor too high is refused before the run is bound to it
+        with_floor(shares(weights), config.algorithm.op_floor)
     seed_stats = count_seeds(config)
     ex = config.executor
     expected = seed_stats.read

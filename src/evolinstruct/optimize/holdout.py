@@ -52,13 +52,19 @@ def _side(run_dir: Path, stats: dict[str, Any]) -> dict[str, Any]:
 
 
 def compare_holdout(config: OptimizeConfig, out: Path, seeds: list[Seed], max_calls: int | None,
-                    on_event: Any = None) -> dict[str, Any]:
-    """Evolve `seeds` with both methods; returns {"seeds", "epochs", "initial": {...}, "final": {...}}."""
+                    on_event: Any = None, max_cost: float | None = None, final_is_initial: bool = False) -> dict[str, Any]:
+    """Evolve `seeds` with both methods; returns {"seeds", "epochs", "initial": {...}, "final": {...}}.
+    `max_calls` and `max_cost` are what the loop left of --max-calls and --max-cost, for both sides together.
+    When the final method is the initial one, its side would be the same run (the same prompts, seeds and
+    sampling seeds): it is not sent again, and "final" is the initial side's numbers."""
     root = make_output_dir(out / HOLDOUT_DIR)
     seeds_file = root / "seeds.jsonl"
     write_atomic_lines(seeds_file, ({"instruction": s.instruction, "input": s.input, "output": s.output} for s in seeds))
-    result: dict[str, Any] = {"seeds": len(seeds), "epochs": config.holdout_epochs}
+    result: dict[str, Any] = {"seeds": len(seeds), "epochs": config.holdout_epochs, "final_is_initial": final_is_initial}
     for side, method_file in zip(SIDES, (INITIAL_METHOD_FILE, METHOD_FILE), strict=True):
+        if side == "final" and final_is_initial:
+            result["final"] = result["initial"]
+            break
         if on_event:
             on_event({"event": "holdout", "side": side})
         evolve = EvolveConfig(
@@ -69,7 +75,7 @@ def compare_holdout(config: OptimizeConfig, out: Path, seeds: list[Seed], max_ca
             roles=Roles(evolver=config.evol),
             transport=config.transport,
             executor=ExecutorConfig(),
-            budget=BudgetConfig(max_calls=max_calls),
+            budget=BudgetConfig(max_calls=max_calls, max_cost=max_cost, prices=config.prices),
         )
         run_dir = root / side
         stats = run_evolve(evolve, run_dir)
@@ -82,4 +88,6 @@ def compare_holdout(config: OptimizeConfig, out: Path, seeds: list[Seed], max_ca
             break
         if max_calls is not None:
             max_calls = max(0, max_calls - stats["llm_calls"])
+        if max_cost is not None:
+            max_cost = max(0.0, max_cost - stats["cost"]["this_run"])
     return result

@@ -312,6 +312,7 @@ async def optimize_async(config: OptimizeConfig, out: Path, split: Split, on_eve
             "failed_calls": sum(counters.failed.values()),
             "calls_by_purpose": counters.as_dict(),
             "stored_calls": sum(t["calls"] for t in store.call_totals().values()),
+            **({"cost_usd": round(budget.cost, 6)} if config.prices else {}),  # this process's: the holdout's budget
             "models": {"evol": evol.model, "optimizer": opt.model},
             "resumed": resumed,
             "stopped_by": stopped_by,

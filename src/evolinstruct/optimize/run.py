@@ -21,6 +21,10 @@ def run_optimize(config: OptimizeConfig, out: str | Path, on_event: Event | None
     stats = asyncio.run(optimize_async(config, out, split, events))
     if config.holdout and not stats["stopped_by"]:
         remaining = None if config.max_calls is None else max(0, config.max_calls - stats["llm_calls"])
-        stats["holdout"] = compare_holdout(config, out, split.holdout, remaining, events)
+        cost_left = None if config.max_cost is None else max(0.0, config.max_cost - stats["cost_usd"])
+        stats["holdout"] = compare_holdout(config, out, split.holdout, remaining, events, max_cost=cost_left,
+                                           final_is_initial=not stats["final_method_changed"])
+        if stopped := stats["holdout"].get("stopped_by"):  # incomplete: the rerun finishes the comparison
+            stats["stopped_by"] = stopped
     write_stats(out, stats)
     return stats

@@ -158,7 +158,8 @@ def holdout_table(holdout: dict[str, Any]) -> str:
              ("calls per kept evolution", str(init.get("calls_per_kept") or "-"), str(final.get("calls_per_kept") or "-"))]
     body = "".join(f"<tr><td>{a}</td><td>{b}</td><td>{c}</td></tr>" for a, b, c in rows)
     return (f"<p class=\"lead\">{holdout['seeds']} held-out seeds x {holdout['epochs']} epoch(s), every elimination rule on "
-            f"(OPT_DIR/holdout/initial and final are evolve runs with their own report).</p>"
+            f"(OPT_DIR/holdout/initial and final are evolve runs with their own report"
+            f"{'; the final method is the initial one, so its side is the initial run' if holdout.get('final_is_initial') else ''}).</p>"
             f"<table><thead><tr><th></th><th>initial method</th><th>final method</th></tr></thead><tbody>{body}</tbody></table>")
 
 
@@ -205,7 +206,8 @@ def build_optimize_report(opt_dir: str | Path, out: str | Path) -> dict[str, Any
     opt_dir = Path(opt_dir)
     check_output_file(out)
     if not (opt_dir / HISTORY).is_file():
-        raise ReportError(f"{opt_dir}: no {HISTORY}; run `evolinstruct optimize SEEDS -o {opt_dir}` first")
+        raise ReportError(f"{opt_dir}: no {HISTORY}: no step has finished; run `evolinstruct optimize SEEDS -o "
+                          f"{opt_dir}` (the same command resumes a stopped one)")
     try:
         history = list(read_jsonl(opt_dir / HISTORY))
         stats_path = opt_dir / STATS

@@ -44,12 +44,15 @@ CONTEXT = ("The following is a conversation between a user and an AI assistant. 
            "#Conversation#:\n{conversation}\n\n")
 
 _CONTENT = re.compile(r"[^\W\d_]{4,}", re.UNICODE)
+# A reference back; a noun may have one word before it ("your own response", "the second example").
 _REFERS = re.compile(
-    r"\b(?:above|previous(?:ly)?|earlier|before|as you (?:said|mentioned|wrote|suggested|described)|"
-    r"you (?:said|mentioned|wrote|suggested|described|listed|gave|used)|"
-    r"your (?:answer|response|reply|explanation|example|examples|list|code|solution|suggestion|plan|story|poem)|"
-    r"(?:that|this|these|those|the same) (?:answer|response|example|examples|list|code|solution|approach|idea|"
-    r"plan|story|poem|method|one|ones)|follow[- ]up|instead)\b",
+    r"\b(?:above|previous(?:ly)?|earlier|before|again|as you (?:said|mentioned|wrote|suggested|described)|"
+    r"you (?:said|mentioned|wrote|suggested|described|listed|gave|used)|(?:what|how) about|"
+    r"your (?:\w+ )?(?:answer|response|reply|explanation|example|examples|list|code|solution|suggestion|plan|"
+    r"story|poem)|"
+    r"(?:that|this|these|those|the same|the first|the second|the third|the last) (?:\w+ )?(?:answer|response|"
+    r"example|examples|list|code|solution|approach|idea|plan|story|poem|method|task|one|ones)|follow[- ]up|"
+    r"instead)\b",
     re.IGNORECASE,
 )
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import select
 import signal
 import sqlite3
 import subprocess
@@ -16,7 +15,6 @@ from pathlib import Path
 from evolinstruct.store import RunStore
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "seeds.jsonl"
-SIMSERVER = Path(__file__).resolve().parents[1] / "bench" / "simserver.py"
 # The `evolinstruct` command as a subprocess: the console script beside this interpreter (what users
 # run), else the same entry point through -c (`evolinstruct.cli` is a package with no __main__).
 _SCRIPT = Path(sys.executable).with_name("evolinstruct")
@@ -63,16 +61,11 @@ def replay_into(src: Path, dst: Path) -> None:
 @contextmanager
 def simserver(log_dir: Path, *args: str) -> Iterator[str]:
     """bench/simserver.py with `args` on a free loopback port: its /v1 URL; stopped (its group) after."""
-    log = log_dir / "simserver.log"
-    with open(log, "wb") as err:
-        proc = subprocess.Popen([sys.executable, str(SIMSERVER), "--port", "0", *args],
-                                stdout=subprocess.PIPE, stderr=err, start_new_session=True)
+    from simfleet import launch
+
+    proc, url = launch("--port", "0", *args, log=log_dir / "simserver.log")
     try:
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], 30)
-        line = proc.stdout.readline().decode() if ready else ""
-        assert line.startswith("listening on "), (line, log.read_text(errors="replace"))
-        yield line.split("listening on ", 1)[1].strip() + "/v1"
+        yield url + "/v1"
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)

@@ -29,18 +29,32 @@ class Sim:
         return f"http://127.0.0.1:{self.port}/v1"
 
 
-def start_sim(port: int = 0, latency: float = 0.05, slots: int = 64, sigma: float = 0.0) -> Sim:
-    """A simulation server; `port` 0 picks a free one. Returns once it listens."""
-    proc = subprocess.Popen([sys.executable, str(SIMSERVER), "--port", str(port), "--latency-mean", str(latency),
-                             "--sigma", str(sigma), "--slots", str(slots)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+def launch(*args: str, log: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """The one way tests start bench/simserver.py: with `args`, in its own process group, stderr kept in
+    `log` (if given). Returns the process and its root URL once it listens (no /v1)."""
+    err = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - the child holds it; closed below
+    try:
+        proc = subprocess.Popen([sys.executable, str(SIMSERVER), *args],
+                                stdout=subprocess.PIPE, stderr=err, start_new_session=True)
+    finally:
+        if log:
+            err.close()
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], 30)
     line = proc.stdout.readline().decode() if ready else ""
     if not line.startswith("listening on "):
-        stop_sim(Sim(proc, port), sig=signal.SIGKILL)
-        raise AssertionError(f"simserver did not start: {line!r}")
-    return Sim(proc, int(line.rsplit(":", 1)[1]))
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        said = log.read_text(errors="replace") if log else ""
+        raise AssertionError(f"simserver did not start: {line!r} {said}")
+    return proc, line.split("listening on ", 1)[1].strip()
+
+
+def start_sim(port: int = 0, latency: float = 0.05, slots: int = 64, sigma: float = 0.0) -> Sim:
+    """A simulation server; `port` 0 picks a free one. Returns once it listens."""
+    proc, url = launch("--port", str(port), "--latency-mean", str(latency), "--sigma", str(sigma), "--slots", str(slots))
+    return Sim(proc, int(url.rsplit(":", 1)[1]))
 
 
 def stop_sim(sim: Sim, sig: int = signal.SIGTERM) -> None:

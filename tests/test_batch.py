@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -23,10 +21,10 @@ from pathlib import Path
 import pytest
 
 from runhelpers import CLI
+from simfleet import launch
 
 pytestmark = pytest.mark.slow  # real server processes
 
-SIMSERVER = Path(__file__).resolve().parents[1] / "bench" / "simserver.py"
 ENV = {**os.environ, "OPENAI_API_KEY": "sk-test-batch-key-123456"}
 EPOCHS = 3
 
@@ -59,16 +57,10 @@ def sim(tmp_path: Path) -> Iterator[Callable[..., Sim]]:
     procs: list[subprocess.Popen] = []
 
     def start(*args: str) -> Sim:
-        log = open(tmp_path / f"sim{len(procs)}.log", "wb")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen([sys.executable, str(SIMSERVER), "--port", "0", "--latency-mean", "0",
-                                 "--rate-equal", "0.3", "--batch-turnaround", "0.3", *args],
-                                stdout=subprocess.PIPE, stderr=log, start_new_session=True)
+        proc, url = launch("--port", "0", "--latency-mean", "0", "--rate-equal", "0.3", "--batch-turnaround", "0.3",
+                           *args, log=tmp_path / f"sim{len(procs)}.log")
         procs.append(proc)
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], 30)
-        line = proc.stdout.readline().decode() if ready else ""
-        assert line.startswith("listening on "), line
-        return Sim(proc, line.split("listening on ", 1)[1].strip())
+        return Sim(proc, url)
 
     yield start
     for proc in procs:

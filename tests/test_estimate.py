@@ -11,12 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import re
-import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +36,7 @@ from evolinstruct.evolve.run import run_evolve
 from evolinstruct.models.base import ModelSpec, Transport
 from evolinstruct.quality.score.run import ScoreOptions
 from evolinstruct.store import RunStore
+from runhelpers import simserver as running_simserver
 from scripted import on, write_seeds
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -328,20 +324,10 @@ def test_eval_estimate_of_a_stored_run_is_exact(tmp_path: Path, scripted, testse
 
 # ------------------------------------------------------------------------------------------ slow: a real server
 @pytest.fixture
-def simserver() -> Iterator[str]:
+def simserver(tmp_path: Path) -> Iterator[str]:
     """bench/simserver.py on a free loopback port: 64 slots, 10 ms latency, 30% of judgements "Equal"."""
-    command = [sys.executable, str(ROOT / "bench" / "simserver.py"), "--port", "0", "--slots", "64",
-               "--latency-mean", "0.01", "--rate-equal", "0.3"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        match = re.match(r"listening on (http://127\.0\.0\.1:\d+)", line)
-        assert match, f"simserver did not start: {line!r}"
-        yield match.group(1) + "/v1"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
+    with running_simserver(tmp_path, "--slots", "64", "--latency-mean", "0.01", "--rate-equal", "0.3") as url:
+        yield url
 
 
 @pytest.mark.slow

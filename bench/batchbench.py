@@ -80,6 +80,28 @@ def md(result: dict) -> str:
     ])
 
 
+
+def md_section(result: dict) -> str:
+    """docs/BENCHMARKS.md's batch section: the setting, the table (md) and what the numbers say, with the target."""
+    r = result
+    more = (r["requests_batch"] - r["requests_online"]) / max(1, r["requests_online"])
+    rounds = (f"Rounds {r['rounds']} = 2E (seed answers ride with epoch 1's evolutions; judge and answer share a round)"
+              if r["rounds"] == 2 * r["epochs"] else f"Rounds {r['rounds']} against the bound 2E + 1 = {r['round_bound']}")
+    return "\n".join([
+        f"`python bench/run.py --sections batch` (bench/batchbench.py): {r['seeds']} seeds x {r['epochs']} epochs, "
+        f"`--batch openai` against bench/simserver.py's batch API ({r['turnaround_s']:g} s turnaround, `--rate-equal "
+        f"{r['rate_equal']:g}`), and the online run on the same server, same price table (batch at the default 50%). "
+        + ("Both datasets are byte-identical." if r["same_dataset"] else "**The two datasets differ.**"),
+        "",
+        md(r),
+        "",
+        f"{rounds}. The {r['wasted']} wasted requests are speculative answers of evolutions the judge eliminated: "
+        f"{more:+.1%} requests at half price, x{r['cost_ratio']:.3f} of the online cost for the same kept rows "
+        f"(target: at most x0.6: {'met' if r['cost_ratio'] <= 0.6 else '**not met**'}). Wall time "
+        f"{r['seconds_batch']:.0f} s batch vs {r['seconds_online']:.0f} s online here; against a real provider it is "
+        f"about {r['rounds']} turnarounds.",
+    ])
+
 if __name__ == "__main__":
     seeds_file = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT.parent / "shared" / "data" / "seeds" / "alpaca_52k.json"
     res = section_batch(seeds_file)

@@ -230,3 +230,103 @@ def _digest(path: Path) -> str | None:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError:
         return None
+
+
+# ---------------------------------------------------------------------------------------- docs/BENCHMARKS.md
+def _n(v) -> str:
+    """1,000-style integers; anything else as it is ('-' for None)."""
+    if v is None:
+        return "-"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def md_endpoints(result: dict, report: dict) -> str:
+    """The endpoint scaling section's body: 1, 2, 4 servers, fraction of linear, the target."""
+    runs = result.get("runs") or {}
+    slots, latency = result.get("slots_per_server", 64), result.get("latency", 0.5)
+    extra = " ".join(report.get("sim_extra") or []) or "no extra server flags"
+    lines = [f"One evolve run over 1, 2 and 4 bench/simserver.py processes of {slots} slots each, lognormal latency "
+             f"mean {latency} s (sigma 0.5), `{extra}`; `--concurrency` {slots} × servers, "
+             f"{_n(result.get('seeds_per_server'))} seeds per server, 1 epoch, {report.get('max_tokens', 256)} max "
+             "tokens. Requests are summed over the servers' own counters; wall time includes the process's start and "
+             "the drain tail (the last chains finishing).", "",
+             f"| servers | seeds | requests | wall s | req/s | ideal (servers × {slots} / {latency}) | of linear | "
+             "requests per server | client CPU ms/req | exit |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
+    for k, r in sorted(runs.items(), key=lambda kv: int(kv[0])):
+        frac = f"{r.get('frac_linear', 0):.3f}"
+        lines.append(f"| {k} | {_n(r.get('seeds'))} | {_n(r.get('requests'))} | {r.get('wall_s')} | {r.get('req_per_s')} | "
+                     f"{r.get('ideal_req_per_s', 0):g} | {f'**{frac}**' if k == '4' else frac} | "
+                     f"{' / '.join(_n(x) for x in r.get('per_server_requests') or [])} | {_n(r.get('cpu_ms_per_req'))} | "
+                     f"{r.get('rc')} |")
+    lines.append("")
+    at4 = result.get("frac_linear_at_4")
+    if at4 is not None:
+        lines.append(f"Target (at least 0.9 of linear at 4 endpoints): {'met' if result.get('target_met') else '**not met**'}, "
+                     f"{at4:.3f}.")
+    four = runs.get("4") or {}
+    per = four.get("per_server_requests") or []
+    notes = []
+    if per and sum(per):
+        spread = (max(per) - min(per)) / (sum(per) / len(per))
+        notes.append(f"Least-outstanding routing splits the requests within {spread:.1%} across the 4 servers")
+    lat = [e.get("mean_latency_s") for e in (four.get("endpoints") or {}).values() if e.get("mean_latency_s")]
+    if lat:
+        notes.append(f"stats.json's per-endpoint mean latency is {min(lat):.2f}-{max(lat):.2f} s")
+    if notes:
+        lines[-1] += " " + "; ".join(notes) + "."
+    return "\n".join(lines)
+
+
+def md_shards(result: dict, report: dict) -> str:
+    """The shard scaling section's body: 1 process vs --ray 2, wall and shard-phase ratios, CPU per call."""
+    one, two = result.get("one_process") or {}, result.get("ray_2_shards") or {}
+    lines = [f"At client-bound latency: one server ({_n(result.get('slots'))} slots, L = {result.get('latency')} s, "
+             f"sigma 0.5), {_n(result.get('seeds'))} seeds, 1 epoch, `--concurrency {result.get('concurrency')}`; one "
+             "`evolve` process vs `evolve --ray 2` (2 shards as Ray tasks on a local cluster this command starts, then "
+             "merged). CPU is every process of the command's tree (Ray's daemons and workers included), polled from "
+             "/proc.", "",
+             "| run | requests | wall s | req/s | CPU s | CPU ms/call | exit |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for label, r in (("1 process", one), ("`--ray 2`", two)):
+        lines.append(f"| {label} | {_n(r.get('requests'))} | {r.get('wall_s')} | {r.get('req_per_s')} | {r.get('cpu_s')} | "
+                     f"{r.get('cpu_ms_per_req')} | {r.get('rc')} |")
+    lines += ["", f"- {'Both datasets are identical (same sha256).' if result.get('same_dataset') else '**The two datasets differ** (sha256).'}"]
+    wall = result.get("ratio_wall")
+    if wall is not None:
+        lines.append(f"- Wall ratio (1 process / Ray): **{wall:.2f}**, target at least 1.5×: "
+                     f"{'met' if result.get('target_met') else '**not met**'}.")
+    phase, shard_s = result.get("ratio_shard_phase"), two.get("shard_seconds") or []
+    if phase is not None and shard_s:
+        rest = two.get("wall_s", 0) - max(shard_s)
+        lines.append(f"- The shard phase alone (the slowest shard's own run time, {max(shard_s):.1f} s, against the single "
+                     f"process's {one.get('run_seconds', 0):.1f} s) is {phase:.2f}×; the other {rest:.0f} s of the Ray run "
+                     "are Ray's start (a local cluster), the merge (every shard's calls and seeds copied, outputs "
+                     "rewritten) and Ray's shutdown.")
+    if one.get("cpu_s") and one.get("wall_s"):
+        lines.append(f"- The single process used {one['cpu_s'] / one['wall_s']:.2f} of a core ({one['cpu_s']} CPU s in "
+                     f"{one['wall_s']} s): a second shard can only help as much as a free core exists, so the ratio is "
+                     "only meaningful on an idle machine where the single process is client-bound (near 1 core).")
+    return "\n".join(lines)
+
+
+def md_ray_overhead(result: dict, report: dict) -> str:
+    """The Ray overhead section's body: in-process vs one Ray Serve replica, tokens/s ratio and sizes."""
+    a, b = result.get("in_process") or {}, result.get("serve_replica") or {}
+    lines = ["The embedded model (SmolLM2-135M) in-process (`--backend local`) vs through `evolinstruct serve --engine "
+             "embedded --replicas 1 --cpus-per-replica 2` (one Ray Serve replica, the client on the openai backend), "
+             f"same seeds and options: {result.get('seeds')} seeds × {result.get('epochs')} epochs, "
+             f"{result.get('max_tokens')} max tokens, `--concurrency 16`.", "",
+             "| run | calls | completion tokens | run s | tokens/s | client CPU s | exit |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+             f"| in-process (local backend) | {_n(a.get('llm_calls'))} | {_n(a.get('completion_tokens'))} | "
+             f"{a.get('run_seconds', '-')} | {a.get('tokens_per_s', '-')} | {a.get('cpu_s', '-')} (the model runs here) | {a.get('rc', '-')} |",
+             f"| Ray Serve replica | {_n(b.get('llm_calls'))} | {_n(b.get('completion_tokens'))} | "
+             f"{b.get('run_seconds', '-')} | {b.get('tokens_per_s', '-')} | {b.get('cpu_s', '-')} (the model runs in the replica) | "
+             f"{b.get('rc', '-')} |", ""]
+    ratio = result.get("ratio")
+    lines.append(f"Ratio (replica / in-process tokens/s): **{ratio if ratio is not None else '-'}**, target at least 0.85 "
+                 f"(a 15% allowance): {'met' if result.get('target_met') else '**not met**'}. The in-process run's seconds "
+                 "include loading the weights, which the replica did before the run began, so the replica's own cost per "
+                 "token is partly hidden by that.")
+    return "\n".join(lines)

@@ -11,14 +11,22 @@
 For each: wall time, requests (from the server's /stats), req/s, fraction of the ideal C / L, client
 CPU seconds (getrusage of the child and its descendants) and ms of CPU per request, peak RSS of the
 child's process tree (polled from /proc), and the most requests the server saw in flight at once.
-A full run rewrites docs/BENCHMARKS.md; `--quick` (about 2 minutes) only prints, unless --write-docs.
+A run updates docs/BENCHMARKS.md (`--quick`, about 2 minutes, only prints, unless --write-docs; --no-docs never
+writes): the page is a list of `## ` sections; the run replaces those of the sections it measured, each marked
+"Measured on STAMP by `bench/run.py --sections X`", and keeps every other one as it is (the hand-written
+redesign comparison, and the sections a partial run did not measure). The targets table keeps the rows
+this run did not measure, marked with their run. `--from-json FILE` does the same from saved results.
 
-Other sections (`--sections`): `throughput` (default), `faults` (faults on, then resume with faults
-off, and check the accounting), `scale` (peak RSS on 5K vs 52K seeds), `local` (the embedded engine's
-tokens/s batched vs unbatched), `adaptive` (adaptive vs uniform operation weights on a server with
-per-operation elimination: kept evolutions per 1,000 calls, kept share per operation), `optimize` (`evolinstruct optimize` per step at C=64 against its
-ideal, bench/optimize_bench.py). Calls and tokens per kept example are reported for every evolinstruct
-run (from its stats.json). Raw results go to bench/results/ (gitignored).
+Sections (`--sections`, a comma list; `all` is every one, what `make bench` runs): `throughput` (default),
+`faults` (faults on, then resume with faults off, and check the accounting), `scale` (peak RSS on 5K vs 52K
+seeds), `local` (the embedded engine's tokens/s batched vs unbatched), `adaptive` (adaptive vs uniform
+operation weights on a server with per-operation elimination: kept evolutions per 1,000 calls, kept share per
+operation), `batch` (`--batch openai` rounds, requests and cost against the online run, bench/batchbench.py),
+`optimize` (`evolinstruct optimize` per step at C=64 against its ideal, bench/optimize_bench.py), `endpoints`,
+`shards` and `ray_overhead` (scale-out: 1-4 endpoints, `--ray 2` shards, a Ray Serve replica;
+bench/scale_bench.py). Each section's page text is rendered next to its code (`md_*`). Calls and tokens per
+kept example are reported for every evolinstruct run (from its stats.json). Raw results go to bench/results/
+(gitignored).
 
 Everything runs on 127.0.0.1, with a timeout on every child; children run in their own process
 group, which is what a timeout kills.

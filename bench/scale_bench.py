@@ -315,8 +315,10 @@ def md_ray_overhead(result: dict, report: dict) -> str:
     a, b = result.get("in_process") or {}, result.get("serve_replica") or {}
     lines = ["The embedded model (SmolLM2-135M) in-process (`--backend local`) vs through `evolinstruct serve --engine "
              "embedded --replicas 1 --cpus-per-replica 2` (one Ray Serve replica, the client on the openai backend), "
-             f"same seeds and options: {result.get('seeds')} seeds × {result.get('epochs')} epochs, "
-             f"{result.get('max_tokens')} max tokens, `--concurrency 16`.", "",
+             f"same seeds and options: {result.get('seeds')} seeds × {result.get('epochs')} "
+             f"epoch{'s' if result.get('epochs') != 1 else ''}, {result.get('max_tokens')} max tokens, `--concurrency 16`"
+             + (" (the `--quick` size; the full one is 16 seeds × 2 epochs at 48 tokens)." if result.get("seeds", 16) < 16
+                else "."), "",
              "| run | calls | completion tokens | run s | tokens/s | client CPU s | exit |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
              f"| in-process (local backend) | {_n(a.get('llm_calls'))} | {_n(a.get('completion_tokens'))} | "

@@ -50,6 +50,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import urllib.request
 from pathlib import Path
 
@@ -859,7 +860,8 @@ def ratios(rows: list[dict]) -> list[str]:
 
 
 def targets(report: dict) -> list[tuple[str, str, bool]]:
-    """The done-when criteria of every section this report holds: (criterion, this run's number, met)."""
+    """The done-when criteria of every section this report measured: (criterion, this run's number, met)."""
+    report = {k: v for k, v in report.items() if k not in ALL_SECTIONS or k in ran_sections(report)}
     rows = report.get("throughput", [])
     out: list[tuple[str, str, bool]] = []
 
@@ -996,14 +998,17 @@ TARGETS_NOTE = ("The model column is the ceiling of the workload itself: each se
 
 
 def ran_sections(report: dict) -> list[str]:
-    """The bench sections this report measured (saved results before `sections` was recorded: the keys present)."""
-    if report.get("sections"):
-        return [s for s in ALL_SECTIONS if s in report["sections"]]
-    return [s for s in ALL_SECTIONS if report.get(s)]
+    """The bench sections this report measured (saved results before `sections` was recorded: the keys present);
+    a section that failed (an exception: {"error": ...}) did not, so the page keeps its earlier text."""
+    ran = report["sections"] if report.get("sections") else [s for s in ALL_SECTIONS if report.get(s)]
+    failed = {s for s in ALL_SECTIONS if isinstance(report.get(s), dict) and report[s].get("error")}
+    if report.get("throughput_error"):
+        failed.add("throughput")
+    return [s for s in ALL_SECTIONS if s in ran and s not in failed]
 
 
 def run_command(report: dict) -> str:
-    ran = ran_sections(report)
+    ran = report.get("sections") or ran_sections(report)
     which = "all" if set(ran) == set(ALL_SECTIONS) else ",".join(ran)
     return f"python bench/run.py{' --quick' if report.get('quick') else ''} --sections {which}"
 
@@ -1245,31 +1250,33 @@ def main() -> int:
                     "sections": [s for s in ALL_SECTIONS if s in sections], "loadavg": list(os.getloadavg())}
     console.print(f"machine: {report['machine']}\nversions: {report['versions']}")
     started = time.perf_counter()
-    if "throughput" in sections:
-        report["throughput"] = section_throughput(args)
-        report["profiles"] = {r["label"]: r["profile"] for r in report["throughput"] if r.get("profile")}
-    if "faults" in sections:
-        report["faults"] = section_faults(args)
-    if "scale" in sections:
-        report["scale"] = section_scale(args)
-    if "local" in sections:
-        report["local"] = section_local(args)
-    if "adaptive" in sections:
-        report["adaptive"] = section_adaptive(args)
-    if "batch" in sections:  # --batch rounds vs online (bench/batchbench.py)
-        from batchbench import md as batch_md
-        from batchbench import section_batch
+    sys.path.insert(0, str(BENCH))
+    import scale_bench
+    from batchbench import md as batch_md
+    from batchbench import section_batch
 
-        report["batch"] = section_batch(args.seeds_file, seeds=100 if args.quick else 500, epochs=args.epochs)
-        console.print(batch_md(report["batch"]))
-    if "optimize" in sections:
-        report["optimize"] = section_optimize(args)
-    for name in ("endpoints", "shards", "ray_overhead"):  # issue 13's scale-out sections (bench/scale_bench.py)
-        if name in sections:
-            sys.path.insert(0, str(BENCH))
-            import scale_bench
+    def batch(args) -> dict:  # --batch rounds vs online (bench/batchbench.py)
+        result = section_batch(args.seeds_file, seeds=100 if args.quick else 500, epochs=args.epochs)
+        console.print(batch_md(result))
+        return result
 
-            report[name] = getattr(scale_bench, f"section_{name}")(args, sys.modules[__name__])
+    runners = {"throughput": section_throughput, "faults": section_faults, "scale": section_scale,
+               "local": section_local, "adaptive": section_adaptive, "batch": batch, "optimize": section_optimize,
+               **{name: (lambda args, name=name: getattr(scale_bench, f"section_{name}")(args, sys.modules[__name__]))
+                  for name in ("endpoints", "shards", "ray_overhead")}}  # issue 13's scale-out (bench/scale_bench.py)
+    for name in ALL_SECTIONS:
+        if name not in sections:
+            continue
+        try:
+            report[name] = runners[name](args)
+        except Exception as exc:  # one failed section must not cost the others' results: it is reported, the
+            # page keeps its earlier text, and the run exits 1
+            console.print(f"[red]section {name} failed:[/] {exc!r}\n{traceback.format_exc()}")
+            report[name] = {"error": repr(exc), "ok": False}
+            if name == "throughput":
+                report["throughput"] = []
+                report["throughput_error"] = repr(exc)
+    report["profiles"] = {r["label"]: r["profile"] for r in report["throughput"] if r.get("profile")}
     report["seconds"] = round(time.perf_counter() - started, 1)
 
     if report["throughput"]:
@@ -1291,6 +1298,9 @@ def main() -> int:
         bad.append(report["faults"])
     if report.get("adaptive") and not report["adaptive"].get("ok"):
         bad.append(report["adaptive"])
+    bad += [report[n] for n in ALL_SECTIONS if isinstance(report.get(n), dict) and report[n].get("error")]
+    if report.get("throughput_error"):
+        bad.append(report["throughput_error"])
     return 1 if bad else 0
 
 

@@ -121,11 +121,16 @@ def section_shards(args, bench: ModuleType) -> dict:
         for label, extra in (("one_process", ()), ("ray_2_shards", ("--ray", "2"))):
             sim.reset()
             run = tmp / label
+            server_cpu = bench.proc_cpu_seconds(sim.proc.pid)
             r = _run(bench, _evolve(bench, args, seeds, run, [sim.base_url], 256, *extra), args.logs / f"shards-{label}.log",
                      args.timeout)
+            server_cpu = bench.proc_cpu_seconds(sim.proc.pid) - server_cpu
             requests = sim.stats()["requests"]
             row = {**r, "requests": requests, "req_per_s": round(requests / r["wall_s"], 1),
-                   "cpu_ms_per_req": round(1000 * r["cpu_s"] / requests, 2) if requests else None}
+                   "cpu_ms_per_req": round(1000 * r["cpu_s"] / requests, 2) if requests else None,
+                   # The server shares the 2 cores: its CPU per call bounds what a second client shard can add.
+                   "server_cpu_s": round(server_cpu, 2),
+                   "server_cpu_ms_per_req": round(1000 * server_cpu / requests, 3) if requests else None}
             if extra:  # the slowest shard's own time: the phase that scales, without Ray's start and the merge
                 shard_seconds = [json.loads((run / "shards" / str(i) / "stats.json").read_text())["seconds"]
                                  for i in range(2)]
@@ -143,6 +148,14 @@ def section_shards(args, bench: ModuleType) -> dict:
     out["ratio_wall"] = round(one["wall_s"] / two["wall_s"], 3)
     out["ratio_shard_phase"] = round(one["run_seconds"] / max(two["shard_seconds"]), 3)
     out["target_met"] = out["ratio_wall"] >= 1.5
+    # The most any number of client shards can reach on this machine: every core busy with client and server
+    # work at the single process's CPU per call, over what the single process reached.
+    client, server = one.get("cpu_ms_per_req"), one.get("server_cpu_ms_per_req")
+    if client and server:
+        cores = (bench.machine_info().get("affinity") or os.cpu_count() or 1)
+        out["cores"] = cores
+        out["bound_req_per_s"] = round(1000 * cores / (client + server), 1)
+        out["bound_ratio"] = round(out["bound_req_per_s"] / one["req_per_s"], 3)
     return out
 
 
@@ -303,6 +316,13 @@ def md_shards(result: dict, report: dict) -> str:
                      f"process's {one.get('run_seconds', 0):.1f} s) is {phase:.2f}×; the other {rest:.0f} s of the Ray run "
                      "are Ray's start (a local cluster), the merge (every shard's calls and seeds copied, outputs "
                      "rewritten) and Ray's shutdown.")
+    if result.get("bound_ratio"):
+        lines.append(f"- The ceiling of this machine: the simulation server takes {one.get('server_cpu_ms_per_req')} CPU ms "
+                     f"per call and the client {one.get('cpu_ms_per_req')}, on the same {result.get('cores')} cores, so no "
+                     f"number of client shards can pass {result['bound_req_per_s']:.0f} req/s here: "
+                     f"**{result['bound_ratio']:.2f}×** the single process. The 1.5× target needs cores the server does "
+                     "not share (the server on another machine, or a real inference fleet): each shard is an independent "
+                     "process that needs only its own core.")
     if one.get("cpu_s") and one.get("wall_s"):
         lines.append(f"- The single process used {one['cpu_s'] / one['wall_s']:.2f} of a core ({one['cpu_s']} CPU s in "
                      f"{one['wall_s']} s): a second shard can only help as much as a free core exists, so the ratio is "

@@ -26,7 +26,7 @@ DEFAULT_SEEDS = Path(__file__).resolve().parents[3] / "shared" / "data" / "seeds
 
 def load_prompts() -> list[str]:
     """The repo's five prompt builders: constraints, deepen, concretizing, reasoning (depth) and breadth."""
-    from evolinstruct.templates import load_templates
+    from evolinstruct.evolve.templates import load_templates
 
     t = load_templates("repo")
     return [t.operations[op]["template"] for op in t.ops]

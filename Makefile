@@ -56,8 +56,9 @@ test: setup-test
 	$(BIN)/pytest -q
 
 # Everything but the tests marked slow (the embedded model, a server process, a browser): seconds, no llama.cpp.
+# Two workers (pytest-xdist): these tests share nothing, and the suite's time is mostly many small tests.
 test-fast: setup
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -m "not slow" -n 2
 
 lint: setup
 	$(BIN)/ruff check src tests bench

@@ -10,7 +10,6 @@ batch for its size, and the caller splits it.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -93,10 +92,6 @@ def check_batch_specs(specs: list[ModelSpec]) -> None:
 
 def build_batch_api(provider: str, spec: ModelSpec, transport: Transport) -> BatchAPI:
     """The batch API of `provider` at the spec's endpoint, with the spec's key."""
-    target = BATCH_APIS.get(provider)
-    if target is None:
-        raise BackendError(f"unknown batch provider '{provider}' (choose {', '.join(BATCH_APIS)})")
-    if isinstance(target, str):
-        module, _, attr = target.partition(":")
-        target = getattr(importlib.import_module(module), attr)
-    return target.from_spec(spec, transport)
+    from .registry import load_entry
+
+    return load_entry(BATCH_APIS, provider, "batch provider").from_spec(spec, transport)

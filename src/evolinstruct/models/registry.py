@@ -36,15 +36,20 @@ def backend_names() -> tuple[str, ...]:
     return tuple(REGISTRY)
 
 
-def backend_class(name: str) -> type:
-    target = REGISTRY.get(name)
+def load_entry(table: dict[str, str | type], name: str, what: str) -> type:
+    """The class a table names, importing a lazy "module:Class" entry once (and keeping the class)."""
+    target = table.get(name)
     if target is None:
-        raise BackendError(f"unknown backend '{name}' (choose {', '.join(REGISTRY)})")
+        raise BackendError(f"unknown {what} '{name}' (choose {', '.join(table)})")
     if isinstance(target, str):
         module, _, attr = target.partition(":")
         target = getattr(importlib.import_module(module), attr)
-        REGISTRY[name] = target
+        table[name] = target
     return target
+
+
+def backend_class(name: str) -> type:
+    return load_entry(REGISTRY, name, "backend")
 
 
 def check_spec(spec: ModelSpec) -> None:

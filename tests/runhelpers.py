@@ -50,6 +50,22 @@ def kill_after(cmd: list[str], run_dir: Path, min_calls: int, timeout: float = 3
     return stored_calls(run_dir)
 
 
+def kill_then_resume(cmd: list[str], run_dir: Path, min_calls: int, timeout: float) -> dict:
+    """SIGKILL `cmd` once `min_calls` are stored, rerun it to the end and check that the rerun sent no stored
+    call again and left no seed-epoch unattempted; returns the rerun's stats.json."""
+    import json
+
+    stored = kill_after(cmd, run_dir, min_calls=min_calls)
+    assert not (run_dir / "stats.json").exists()  # it really died before the end
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-2000:]
+    stats = json.loads((run_dir / "stats.json").read_text())
+    assert stats["resumed"] is True and stats["cache_hits"] >= stored
+    assert stored_calls(run_dir) == stored + stats["llm_calls"]  # no stored call was sent again
+    assert stats["evolutions"]["not_attempted"] == 0
+    return stats
+
+
 def replay_into(src: Path, dst: Path) -> None:
     """Give a fresh RUN_DIR the stored answers of another run, so both runs see the same LLM answers."""
     RunStore(dst).close()  # creates the schema

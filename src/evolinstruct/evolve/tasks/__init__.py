@@ -15,6 +15,7 @@ task's own numbers to stats.json. `--task NAME` picks one; a new task is one mod
 from __future__ import annotations
 
 import importlib
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -31,6 +32,34 @@ class TaskTally(Protocol):
     def add(self, record: Record) -> None: ...
 
     def stats(self) -> dict[str, Any]: ...
+
+
+class OpTally:
+    """What the code and conversation tallies both count: the rules that eliminated evolutions, and each
+    operation's attempts and kept share (seeds and failed calls are not counted)."""
+
+    def __init__(self) -> None:
+        self.rules: Counter = Counter()
+        self.by_op: dict[str, Counter] = defaultdict(Counter)
+
+    def add(self, record: Record) -> bool:
+        """Counts an evolution; False for a record that is not one (a seed or a failed call)."""
+        if record.epoch == 0 or record.status == "error":
+            return False
+        counter = self.by_op[record.op]
+        counter["attempted"] += 1
+        counter[record.status] += 1
+        if record.status == "eliminated":
+            self.rules[record.reason] += 1
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "rules": dict(sorted(self.rules.items())),
+            "by_op": {op: {"attempted": c["attempted"], "kept": c["kept"],
+                           "success_rate": round(c["kept"] / c["attempted"], 4) if c["attempted"] else None}
+                      for op, c in sorted(self.by_op.items())},
+        }
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import asyncio
 import os
 import re
 import textwrap
-from collections import Counter, defaultdict
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -40,7 +40,7 @@ from ..rules import (
     sorry_short_response,
 )
 from ..sandbox import run_python
-from . import Task
+from . import OpTally, Task
 
 NO_CODE = "no_code"
 CODE_SYNTAX = "code_syntax"
@@ -341,21 +341,15 @@ class CodeTally:
     """stats.json `task` for code: rule counts, success per operation, sandbox outcomes."""
 
     def __init__(self) -> None:
-        self.rules: Counter = Counter()
-        self.by_op: dict[str, Counter] = defaultdict(Counter)
+        self.ops = OpTally()
         self.sandbox: Counter = Counter()
         self.blocked: Counter = Counter()
         self.isolation: Counter = Counter()
         self.tests: Counter = Counter()
 
     def add(self, record: Record) -> None:
-        if record.epoch == 0 or record.status == "error":
+        if not self.ops.add(record):
             return
-        op = self.by_op[record.op]
-        op["attempted"] += 1
-        op[record.status] += 1
-        if record.status == "eliminated":
-            self.rules[record.reason] += 1
         sandbox = record.meta.get("sandbox")
         if isinstance(sandbox, dict):
             self.sandbox[sandbox.get("outcome", "?")] += 1
@@ -370,10 +364,7 @@ class CodeTally:
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "name": "code",
-            "rules": dict(sorted(self.rules.items())),
-            "by_op": {op: {"attempted": c["attempted"], "kept": c["kept"],
-                           "success_rate": round(c["kept"] / c["attempted"], 4) if c["attempted"] else None}
-                      for op, c in sorted(self.by_op.items())},
+            **self.ops.stats(),
             "sandbox": dict(sorted(self.sandbox.items())),
         }
         if self.blocked:

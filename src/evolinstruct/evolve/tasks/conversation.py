@@ -23,7 +23,7 @@ paper's, with the conversation as context:
 from __future__ import annotations
 
 import re
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import replace
 from typing import Any
 
@@ -31,7 +31,7 @@ from ...models.base import Request
 from ...records import Record, Seed, seed_record_id
 from ..chain import Chain
 from ..rules import CHAT, STOP_WORDS, Verdict
-from . import Task
+from . import OpTally, Task
 
 FOLLOW_UP = "follow_up"
 NOT_A_FOLLOW_UP = "not_a_follow_up"
@@ -170,28 +170,18 @@ class ConversationTally:
     """stats.json `task` for conversations: rule counts, success per operation, turns per kept record."""
 
     def __init__(self) -> None:
-        self.rules: Counter = Counter()
-        self.by_op: dict[str, Counter] = defaultdict(Counter)
+        self.ops = OpTally()
         self.turns: Counter = Counter()
 
     def add(self, record: Record) -> None:
         if record.status == "kept":
             self.turns[str(user_turns(record))] += 1
-        if record.epoch == 0 or record.status == "error":
-            return
-        counter = self.by_op[record.op]
-        counter["attempted"] += 1
-        counter[record.status] += 1
-        if record.status == "eliminated":
-            self.rules[record.reason] += 1
+        self.ops.add(record)
 
     def stats(self) -> dict[str, Any]:
         return {
             "name": "conversation",
-            "rules": dict(sorted(self.rules.items())),
-            "by_op": {op: {"attempted": c["attempted"], "kept": c["kept"],
-                           "success_rate": round(c["kept"] / c["attempted"], 4) if c["attempted"] else None}
-                      for op, c in sorted(self.by_op.items())},
+            **self.ops.stats(),
             "user_turns_kept": {k: self.turns[k] for k in sorted(self.turns, key=int)},
         }
 
